@@ -1,0 +1,144 @@
+"""Checkpoints: tensors in safetensors, metadata as JSON in the same file's header.
+
+One ``.safetensors`` file holds the state dict and, under the header key ``vigil``, the JSON
+metadata below. Writes are atomic (temporary file in the same folder, fsync, ``os.replace``);
+loading never unpickles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+from safetensors import safe_open
+from safetensors.torch import save as safetensors_save
+from torch import nn
+
+from model.detector import Architecture, build_detector
+from model.preprocess import Preprocessing
+
+METADATA_KEY = "vigil"
+FORMAT_VERSION = 1
+
+
+class LabelThresholds(BaseModel):
+    """Hysteresis thresholds for one label: an event opens at ``on`` and closes below ``off``."""
+
+    model_config = ConfigDict(extra="forbid")
+    on: float = Field(default=0.5, ge=0.0, le=1.0)
+    off: float = Field(default=0.4, ge=0.0, le=1.0)
+
+
+class CheckpointMeta(BaseModel):
+    """Everything needed to rebuild and trust a detector, stored beside its tensors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    format_version: int = FORMAT_VERSION
+    version: str = Field(description="Model version id, unique in a registry (e.g. 'm-20261129-1a2b3c').")
+    arch: Architecture
+    classes: list[str] = Field(min_length=1)
+    input_size: int = 224
+    mean: tuple[float, float, float] = (0.485, 0.456, 0.406)
+    std: tuple[float, float, float] = (0.229, 0.224, 0.225)
+    reflect_padding: bool = False
+    thresholds: dict[str, LabelThresholds] = Field(default_factory=dict)
+    training_config: dict[str, Any] = Field(default_factory=dict)
+    metrics: dict[str, Any] = Field(default_factory=dict)
+    parent_version: str | None = None
+    created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
+    content_hash: str = Field(default="", description="sha256 over tensor names, dtypes, shapes and bytes.")
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        """The preprocessing this model was trained with."""
+        return Preprocessing(input_size=self.input_size, mean=self.mean, std=self.std)
+
+    def thresholds_for(self, label: str) -> LabelThresholds:
+        """Thresholds of ``label`` (defaults when the checkpoint does not set them)."""
+        return self.thresholds.get(label, LabelThresholds())
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A detector in eval mode with its metadata."""
+
+    model: nn.Module
+    meta: CheckpointMeta
+
+
+class CheckpointError(ValueError):
+    """The file is not a Vigil checkpoint, or its content does not match its hash."""
+
+
+def content_hash(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(state):
+        tensor = state[name].detach().to("cpu").contiguous()
+        digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
+        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+    return digest.hexdigest()
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
+    """Write ``model``'s state dict and ``meta`` atomically to ``path``; returns the stored meta
+    (with ``content_hash`` filled in)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = meta.model_copy(update={"content_hash": content_hash(state)})
+    blob = safetensors_save(state, metadata={METADATA_KEY: meta.model_dump_json()})
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(blob)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+    return meta
+
+
+def read_meta(path: str | Path) -> CheckpointMeta:
+    """Read only the metadata of a checkpoint (cheap: the header, not the tensors)."""
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            raw = (handle.metadata() or {}).get(METADATA_KEY)
+    except (OSError, ValueError, RuntimeError) as exc:  # safetensors raises SafetensorError (OSError)
+        raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
+    if raw is None:
+        raise CheckpointError(f"{path}: no Vigil metadata in the header")
+    return CheckpointMeta.model_validate(json.loads(raw))
+
+
+def load_checkpoint(
+    path: str | Path, *, device: str | torch.device = "cpu", verify: bool = True
+) -> LoadedModel:
+    """Rebuild the detector stored at ``path`` (eval mode, on ``device``)."""
+    from safetensors.torch import load_file
+
+    meta = read_meta(path)
+    state = load_file(str(path))
+    if verify and meta.content_hash and content_hash(state) != meta.content_hash:
+        raise CheckpointError(f"{path}: tensor content does not match its recorded hash")
+    model = build_detector(meta.arch, len(meta.classes), reflect_padding=meta.reflect_padding)
+    model.load_state_dict(state, strict=True)
+    model.eval().to(device)
+    return LoadedModel(model=model, meta=meta)
+
+
+def new_version_id(now: datetime | None = None) -> str:
+    """A sortable, unique model version id such as ``m-20261129T181500-3f2a9c``."""
+    now = now or datetime.now(UTC)
+    return f"m-{now:%Y%m%dT%H%M%S}-{os.urandom(3).hex()}"

@@ -1,0 +1,125 @@
+"""Frame-wise multi-label detector: a torchvision ResNet with an N-class head.
+
+The detector *is* a plain ``torchvision.models.ResNet`` (only ``fc`` is replaced), so every
+attribution function works the same on Vigil's detector and on a stock torchvision model.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal, get_args
+
+import torch
+from torch import nn
+from torchvision import models
+
+Architecture = Literal["resnet18", "resnet34", "resnet50"]
+ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
+
+
+class WeightsError(ValueError):
+    """Weights could not be resolved or loaded (unknown name, missing file, not cached offline)."""
+
+
+def build_detector(
+    arch: Architecture,
+    num_classes: int,
+    *,
+    weights: str | Path | None = None,
+    reflect_padding: bool = False,
+) -> models.ResNet:
+    """Build a ResNet with a multi-label head of ``num_classes`` logits.
+
+    Args:
+        arch: ``resnet18``, ``resnet34`` or ``resnet50``.
+        num_classes: number of independent (sigmoid) outputs.
+        weights: ``None`` (random init); a local file (``.safetensors`` or a torchvision
+            ``.pth`` state dict, loaded with ``weights_only=True``) holding backbone weights
+            (an ``fc`` of another shape is ignored); or a torchvision weights name such as
+            ``"IMAGENET1K_V1"`` / ``"ResNet50_Weights.IMAGENET1K_V2"``, which must already be in
+            the torch hub cache (this machine has no internet).
+        reflect_padding: use reflect padding in every padded convolution (the ATCON paper's setting).
+
+    Returns:
+        The model in training mode; ``model(x)`` maps ``(B,3,H,W) float32`` to ``(B,num_classes)``
+        logits.
+    """
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES}")
+    if num_classes < 1:
+        raise ValueError("num_classes must be >= 1")
+    model: models.ResNet = getattr(models, arch)(weights=None)
+    if weights is not None:
+        state = _resolve_weights(arch, weights)
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing = [k for k in missing if not k.startswith("fc.")]
+        if missing or unexpected:
+            raise WeightsError(
+                f"weights do not fit {arch}: missing={missing[:5]} unexpected={unexpected[:5]}"
+            )
+    model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if reflect_padding:
+        use_reflect_padding(model)
+    return model
+
+
+def gradcam_layer(model: nn.Module) -> nn.Module:
+    """The module at which Grad-CAM is taken: the last block of ``layer4``."""
+    layer4 = getattr(model, "layer4", None)
+    if not isinstance(layer4, nn.Sequential) or len(layer4) == 0:
+        raise TypeError("gradcam_layer expects a torchvision ResNet (with a layer4 Sequential)")
+    return layer4[-1]
+
+
+def use_reflect_padding(model: nn.Module) -> None:
+    """Switch every convolution with non-zero padding to reflect padding, in place."""
+    for module in model.modules():
+        if isinstance(module, nn.Conv2d) and any(p > 0 for p in _as_pair(module.padding)):
+            module.padding_mode = "reflect"
+
+
+def _as_pair(padding: object) -> tuple[int, ...]:
+    if isinstance(padding, str):
+        return (0,)
+    if isinstance(padding, int):
+        return (padding,)
+    return tuple(int(p) for p in padding)  # type: ignore[union-attr]
+
+
+def _resolve_weights(arch: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    path = Path(weights)
+    if path.suffix in {".safetensors", ".pth", ".pt"} or path.exists():
+        return _load_state_file(path)
+    return _load_torchvision_weights(arch, str(weights))
+
+
+def _load_state_file(path: Path) -> dict[str, torch.Tensor]:
+    if not path.is_file():
+        raise WeightsError(f"weights file not found: {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path))
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightsError(f"{path} does not hold a state dict")
+    return state
+
+
+def _load_torchvision_weights(arch: str, name: str) -> dict[str, torch.Tensor]:
+    if "." not in name:
+        name = f"{models.get_model_weights(arch).__name__}.{name}"
+    try:
+        enum_value = models.get_weight(name)
+    except (KeyError, ValueError, AttributeError) as exc:
+        raise WeightsError(f"unknown torchvision weights {name!r}") from exc
+    try:
+        return enum_value.get_state_dict(progress=False, check_hash=True)
+    except Exception as exc:  # offline: the download fails; say how to provide the file
+        raise WeightsError(
+            f"torchvision weights {name} are not cached on this machine and cannot be downloaded; "
+            "pass the local .pth file instead"
+        ) from exc

@@ -1,0 +1,64 @@
+"""The one settings object of Vigil (environment prefix ``VIGIL_``).
+
+Built only at entry points (``vigil serve``, ``vigil worker``, ``create_app``); every other module
+receives the values it needs explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Deployment settings. Every field can be set as ``VIGIL_<FIELD>`` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="VIGIL_", extra="forbid")
+
+    # Storage
+    redis_url: str | None = Field(
+        default=None,
+        description="Redis URL; when unset `vigil serve` starts an embedded redis-server.",
+    )
+    redis_prefix: str = Field(default="vigil:", description="Prefix of every Redis key.")
+    data_dir: Path = Field(
+        default=Path("vigil-data"),
+        description="Segments, overlays, models and the embedded Redis's files live here.",
+    )
+
+    # Auth
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        description="For automation: becomes the first admin key instead of a generated one.",
+    )
+
+    # Ingest limits
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_segment_duration_s: float = Field(default=900.0, gt=0)
+    max_frame_pixels: int = Field(default=3840 * 2160, gt=0)
+    queue_max_length: int = Field(default=1000, gt=0)
+
+    # Analysis
+    analysis_fps: float = Field(default=2.0, gt=0)
+    device: str = Field(default="auto", description="'auto', 'cpu' or a torch device such as 'cuda:0'.")
+    model_path: Path | None = Field(
+        default=None, description="Checkpoint to use when the registry has no active model."
+    )
+
+    # Queue behaviour
+    job_visibility_timeout_s: float = Field(default=120.0, gt=0)
+    job_max_attempts: int = Field(default=3, ge=1)
+    job_retry_backoff_s: float = Field(default=2.0, ge=0)
+    heartbeat_interval_s: float = Field(default=5.0, gt=0)
+    worker_ttl_s: float = Field(default=30.0, gt=0)
+
+    # HTTP
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65535)
+
+
+def get_settings() -> Settings:
+    """Read the settings from the environment (call at entry points only)."""
+    return Settings()
