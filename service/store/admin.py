@@ -1,0 +1,278 @@
+"""Labels, the model registry, API keys, the audit log and idempotency records."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from service.schemas import (
+    ApiKey,
+    AuditAction,
+    AuditEntry,
+    IdempotencyRecord,
+    Label,
+    ModelVersion,
+    Role,
+    UploadAccepted,
+    from_epoch,
+    to_epoch,
+    utcnow,
+)
+from service.store._base import Cursor, InvalidCursor, Repo, paginate, scan_zset
+
+AUDIT_MAXLEN = 100_000
+IDEMPOTENCY_TTL_S = 24 * 3600
+KEY_PREFIX = "vgl_"
+
+
+def new_id(prefix: str) -> str:
+    """A random id such as ``seg-3f9c0a1b2c4d`` (48 random bits; never patient data)."""
+    return f"{prefix}-{secrets.token_hex(6)}"
+
+
+@dataclass
+class LabelRepo(Repo):
+    """Clinician labels: ``label:{id}`` JSON, per-stream index by start."""
+
+    def add(self, label: Label) -> None:
+        """Store a new label."""
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.label(label.label_id), label.model_dump_json())
+            pipe.zadd(
+                self.keys.stream_labels(label.stream_id), {label.label_id: to_epoch(label.start)}
+            )
+            pipe.execute()
+
+    def _load(self, ids: list[str]) -> list[Label | None]:
+        if not ids:
+            return []
+        raws = self.r.mget([self.keys.label(i) for i in ids])
+        return [Label.model_validate_json(raw) if raw else None for raw in raws]
+
+    def list(
+        self, stream_id: str, limit: int, cursor: str | None
+    ) -> tuple[list[Label], str | None]:
+        """A page of the stream's labels by start time."""
+        after = Cursor.decode(cursor, "labels") if cursor else None
+        members = scan_zset(
+            self.r, self.keys.stream_labels(stream_id), low="-inf", high="+inf", after=after
+        )
+        return paginate(members, self._load, lambda _: True, limit=limit, kind="labels")
+
+    def all(self, stream_id: str) -> list[Label]:
+        """Every label of the stream (for retraining datasets)."""
+        ids = self.r.zrange(self.keys.stream_labels(stream_id), 0, -1)
+        return [label for label in self._load(ids) if label is not None]
+
+
+@dataclass
+class ModelRepo(Repo):
+    """Model registry: versions (JSON in a hash), creation order, the active pointer."""
+
+    def register(self, model: ModelVersion) -> None:
+        """Add (or replace) a version; does not activate it."""
+        stored = model.model_copy(update={"active": False})
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.models(), model.version, stored.model_dump_json())
+            pipe.zadd(self.keys.models_order(), {model.version: to_epoch(model.created_at)})
+            pipe.execute()
+
+    def get(self, version: str) -> ModelVersion | None:
+        """A version (with ``active`` filled in) or None."""
+        raw = self.r.hget(self.keys.models(), version)
+        if raw is None:
+            return None
+        model = ModelVersion.model_validate_json(raw)
+        return model.model_copy(update={"active": version == self.active_version()})
+
+    def list(self) -> list[ModelVersion]:
+        """Every version, newest first."""
+        versions = self.r.zrevrange(self.keys.models_order(), 0, -1)
+        if not versions:
+            return []
+        active = self.active_version()
+        raws = self.r.hmget(self.keys.models(), versions)
+        models = [ModelVersion.model_validate_json(raw) for raw in raws if raw]
+        return [m.model_copy(update={"active": m.version == active}) for m in models]
+
+    def active_version(self) -> str | None:
+        """The active version id, or None when nothing was activated."""
+        return self.r.get(self.keys.model_active())
+
+    def active(self) -> ModelVersion | None:
+        """The active model, or None."""
+        version = self.active_version()
+        return self.get(version) if version else None
+
+    def activate(self, version: str) -> ModelVersion | None:
+        """Point the registry at ``version`` (also the rollback); None if unknown.
+
+        Workers read the pointer before each job; the reload channel only lets them drop a
+        cached model early.
+        """
+        if self.r.hget(self.keys.models(), version) is None:
+            return None
+        self.r.set(self.keys.model_active(), version)
+        self.r.publish(self.keys.model_reload(), version)
+        return self.get(version)
+
+
+def hash_key(plaintext: str) -> str:
+    """sha256 hex of an API key. Keys are 256-bit random, so a fast hash is enough."""
+    return hashlib.sha256(plaintext.encode("utf-8")).hexdigest()
+
+
+@dataclass
+class ApiKeyRepo(Repo):
+    """API keys: records without secrets, and a hash -> key id index for verification."""
+
+    def create(self, name: str, role: Role, *, plaintext: str | None = None) -> tuple[ApiKey, str]:
+        """Create a key; returns the record and the key, which is never stored or shown again.
+
+        ``plaintext`` imports a given key (``VIGIL_BOOTSTRAP_ADMIN_KEY``) instead of a new one.
+        """
+        key_id = secrets.token_hex(6)
+        plaintext = plaintext or f"{KEY_PREFIX}{secrets.token_urlsafe(32)}"
+        record = ApiKey(key_id=key_id, name=name, role=role, key_hash=hash_key(plaintext))
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.hset(self.keys.api_keys(), key_id, record.model_dump_json())
+            pipe.hset(self.keys.api_key_hashes(), record.key_hash, key_id)
+            pipe.execute()
+        return record, plaintext
+
+    def get(self, key_id: str) -> ApiKey | None:
+        """A key record or None."""
+        raw = self.r.hget(self.keys.api_keys(), key_id)
+        return ApiKey.model_validate_json(raw) if raw else None
+
+    def list(self) -> list[ApiKey]:
+        """Every key (revoked ones included), oldest first."""
+        keys = [ApiKey.model_validate_json(raw) for raw in self.r.hvals(self.keys.api_keys())]
+        return sorted(keys, key=lambda k: (k.created_at, k.key_id))
+
+    def revoke(self, key_id: str) -> ApiKey | None:
+        """Mark a key revoked (idempotent); None if unknown."""
+        key = self.get(key_id)
+        if key is None:
+            return None
+        if key.revoked_at is None:
+            key = key.model_copy(update={"revoked_at": utcnow()})
+            with self.r.pipeline(transaction=True) as pipe:
+                pipe.hset(self.keys.api_keys(), key_id, key.model_dump_json())
+                pipe.hdel(self.keys.api_key_hashes(), key.key_hash)
+                pipe.execute()
+        return key
+
+    def verify(self, plaintext: str) -> ApiKey | None:
+        """The live key matching ``plaintext``, or None (unknown or revoked)."""
+        digest = hash_key(plaintext)
+        key_id = self.r.hget(self.keys.api_key_hashes(), digest)
+        key = self.get(key_id) if key_id else None
+        if key is None or key.revoked_at is not None:
+            return None
+        return key if hmac.compare_digest(key.key_hash, digest) else None
+
+    def has_live(self, role: Role) -> bool:
+        """Whether any unrevoked key of ``role`` exists (bootstrap check)."""
+        return any(k.role is role and k.revoked_at is None for k in self.list())
+
+
+@dataclass
+class AuditRepo(Repo):
+    """The audit log: a Redis Stream capped at about ``AUDIT_MAXLEN`` entries."""
+
+    def append(self, key_id: str, action: AuditAction, resource: str) -> str:
+        """Record one call; returns the entry id."""
+        fields = {
+            "time": repr(utcnow().timestamp()),
+            "key_id": key_id,
+            "action": action.value,
+            "resource": resource,
+        }
+        return self.r.xadd(self.keys.audit(), fields, maxlen=AUDIT_MAXLEN, approximate=True)
+
+    def list(
+        self,
+        limit: int,
+        cursor: str | None = None,
+        *,
+        key_id: str | None = None,
+        action: AuditAction | None = None,
+    ) -> tuple[list[AuditEntry], str | None]:
+        """Newest first; ``cursor`` is the id of the last entry of the previous page."""
+        high = "+"
+        if cursor:
+            high = "(" + Cursor.decode(cursor, "audit").member
+        page: list[AuditEntry] = []
+        while len(page) <= limit:
+            batch = self.r.xrevrange(self.keys.audit(), max=high, min="-", count=200)
+            for entry_id, fields in batch:
+                entry = _audit_entry(entry_id, fields)
+                if (key_id is None or entry.key_id == key_id) and (
+                    action is None or entry.action is action
+                ):
+                    page.append(entry)
+            if len(batch) < 200:
+                break
+            high = "(" + batch[-1][0]
+        if len(page) > limit:
+            return page[:limit], Cursor("audit", 0.0, page[limit - 1].id).encode()
+        return page, None
+
+
+def _audit_entry(entry_id: str, fields: dict[str, str]) -> AuditEntry:
+    return AuditEntry(
+        id=entry_id,
+        time=from_epoch(float(fields["time"])),
+        key_id=fields["key_id"],
+        action=AuditAction(fields["action"]),
+        resource=fields["resource"],
+    )
+
+
+@dataclass
+class IdempotencyRepo(Repo):
+    """``Idempotency-Key`` records, per API key, kept ``IDEMPOTENCY_TTL_S``."""
+
+    def begin(self, key_id: str, idem_key: str, request: str) -> IdempotencyRecord | None:
+        """Claim the key for a new request; returns the existing record if already claimed."""
+        key = self.keys.idempotency(key_id, idem_key)
+        pending = IdempotencyRecord(state="pending", request=request)
+        if self.r.set(key, pending.model_dump_json(), nx=True, ex=IDEMPOTENCY_TTL_S):
+            return None
+        raw = self.r.get(key)
+        # Expired between SET NX and GET: claim again.
+        return (
+            IdempotencyRecord.model_validate_json(raw)
+            if raw
+            else self.begin(key_id, idem_key, request)
+        )
+
+    def complete(
+        self, key_id: str, idem_key: str, request: str, status_code: int, response: UploadAccepted
+    ) -> None:
+        """Bind the key to the response of the request that claimed it."""
+        record = IdempotencyRecord(
+            state="done", request=request, status_code=status_code, response=response
+        )
+        self.r.set(
+            self.keys.idempotency(key_id, idem_key), record.model_dump_json(), ex=IDEMPOTENCY_TTL_S
+        )
+
+    def release(self, key_id: str, idem_key: str) -> None:
+        """Forget a claim whose request failed, so the client may retry with the same key."""
+        self.r.delete(self.keys.idempotency(key_id, idem_key))
+
+
+__all__ = [
+    "ApiKeyRepo",
+    "AuditRepo",
+    "IdempotencyRepo",
+    "InvalidCursor",
+    "LabelRepo",
+    "ModelRepo",
+    "hash_key",
+    "new_id",
+]

@@ -1,0 +1,144 @@
+"""Segments, their per-frame scores, rendered overlays and the index of streams."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+
+from service.schemas import (
+    FramePoint,
+    FrameScores,
+    OverlayMethod,
+    OverlayRecord,
+    Segment,
+    StreamSummary,
+    from_epoch,
+    to_epoch,
+)
+from service.store._base import Cursor, InvalidCursor, Repo
+
+EventCounts = Callable[[str], dict[str, int]]
+"""Stream id -> live events per label."""
+
+
+@dataclass
+class SegmentRepo(Repo):
+    """``segment:{id}`` JSON, ``segment:{id}:frames`` JSON, per-stream index by start time."""
+
+    def put(self, segment: Segment) -> None:
+        """Create or replace a segment record and index it under its stream."""
+        sid = segment.stream_id
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.set(self.keys.segment(segment.segment_id), segment.model_dump_json())
+            pipe.zadd(self.keys.stream_segments(sid), {segment.segment_id: to_epoch(segment.start)})
+            pipe.zadd(self.keys.streams(), {sid: 0})
+            pipe.zadd(self.keys.streams_last_end(), {sid: to_epoch(segment.end)}, gt=True)
+            pipe.execute()
+
+    def get(self, segment_id: str) -> Segment | None:
+        """The segment or None."""
+        raw = self.r.get(self.keys.segment(segment_id))
+        return Segment.model_validate_json(raw) if raw else None
+
+    def in_range(self, stream_id: str, start: datetime, end: datetime) -> list[Segment]:
+        """Segments of the stream overlapping ``[start, end]``, by start time."""
+        ids = self.r.zrangebyscore(
+            self.keys.stream_segments(stream_id), "-inf", repr(to_epoch(end))
+        )
+        if not ids:
+            return []
+        raws = self.r.mget([self.keys.segment(i) for i in ids])
+        segments = [Segment.model_validate_json(raw) for raw in raws if raw]
+        return [s for s in segments if s.end >= start]
+
+    def at(self, stream_id: str, time: datetime) -> Segment | None:
+        """The latest-starting segment of the stream that contains ``time``."""
+        found = [s for s in self.in_range(stream_id, time, time) if s.start <= time <= s.end]
+        return found[-1] if found else None
+
+    def put_frames(self, frames: FrameScores) -> None:
+        """Store (replace) a segment's per-frame scores."""
+        self.r.set(self.keys.segment_frames(frames.segment_id), frames.model_dump_json())
+
+    def get_frames(self, segment_id: str) -> FrameScores | None:
+        """A segment's per-frame scores or None if not analysed yet."""
+        raw = self.r.get(self.keys.segment_frames(segment_id))
+        return FrameScores.model_validate_json(raw) if raw else None
+
+    def frames_between(
+        self, stream_id: str, start: datetime, end: datetime, segment_ids: list[str] | None = None
+    ) -> list[FramePoint]:
+        """Per-frame scores of the stream in ``[start, end]``, by time.
+
+        Reads ``segment_ids`` when given (an event knows its segments), else every segment of
+        the stream overlapping the interval. Where segments overlap, each frame appears once
+        per segment that analysed it.
+        """
+        ids = segment_ids or [s.segment_id for s in self.in_range(stream_id, start, end)]
+        lo, hi = to_epoch(start), to_epoch(end)
+        points: list[FramePoint] = []
+        for segment_id in ids:
+            frames = self.get_frames(segment_id)
+            if frames is None:
+                continue
+            consistency = frames.consistency or [None] * len(frames.times)
+            for t, row, c in zip(frames.times, frames.scores, consistency, strict=True):
+                if lo <= t <= hi:
+                    scores = dict(zip(frames.classes, row, strict=True))
+                    points.append(FramePoint(time=from_epoch(t), scores=scores, consistency=c))
+        points.sort(key=lambda p: p.time)
+        return points
+
+    def put_overlay(self, record: OverlayRecord) -> None:
+        """Record a rendered overlay (the JPEG itself lives on disk at ``record.path``)."""
+        key = self.keys.overlay(record.event_id, record.method.value, _ms(record.time))
+        self.r.set(key, record.model_dump_json())
+
+    def get_overlay(
+        self, event_id: str, method: OverlayMethod, time: datetime
+    ) -> OverlayRecord | None:
+        """A rendered overlay at ``time`` (millisecond resolution) or None."""
+        raw = self.r.get(self.keys.overlay(event_id, method.value, _ms(time)))
+        return OverlayRecord.model_validate_json(raw) if raw else None
+
+
+@dataclass
+class StreamRepo(Repo):
+    """The index of streams, ordered by stream id."""
+
+    def list(
+        self, limit: int, cursor: str | None, event_counts: EventCounts
+    ) -> tuple[list[StreamSummary], str | None]:
+        """A page of streams with their last segment end and live event counts."""
+        low = "-"
+        if cursor:
+            low = "(" + Cursor.decode(cursor, "streams").member
+        ids = self.r.zrangebylex(self.keys.streams(), low, "+", start=0, num=limit + 1)
+        more = len(ids) > limit
+        ids = ids[:limit]
+        summaries = [self._summary(sid, event_counts) for sid in ids]
+        next_cursor = Cursor("streams", 0.0, ids[-1]).encode() if more else None
+        return summaries, next_cursor
+
+    def _summary(self, stream_id: str, event_counts: EventCounts) -> StreamSummary:
+        last = self.r.zscore(self.keys.streams_last_end(), stream_id) or 0.0
+        counts = event_counts(stream_id)
+        return StreamSummary(
+            stream_id=stream_id,
+            last_segment_end=from_epoch(last),
+            segment_count=self.r.zcard(self.keys.stream_segments(stream_id)),
+            event_count=sum(counts.values()),
+            event_counts=counts,
+        )
+
+    def exists(self, stream_id: str) -> bool:
+        """Whether any segment was ever posted to the stream."""
+        return self.r.zscore(self.keys.streams(), stream_id) is not None
+
+
+def _ms(time: datetime) -> int:
+    return round(to_epoch(time) * 1000)
+
+
+__all__ = ["InvalidCursor", "SegmentRepo", "StreamRepo"]
