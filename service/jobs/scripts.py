@@ -1,0 +1,162 @@
+"""The Lua scripts that change a job's state (each runs atomically inside Redis).
+
+Every script that moves a job between statuses also moves its id between the per-status sets,
+acknowledges/deletes stream entries and checks ownership, in one step. Ownership of a running
+job means: the job hash names the consumer as ``worker``, its ``entry`` is the entry the caller
+holds, and that entry is in the consumer's pending list (``XPENDING`` filtered by consumer).
+
+Key layout passed by :mod:`service.jobs.queue` (``KEYS``):
+``1 job hash, 2 stream, 3 index, 4 queued set, 5 running set, 6 succeeded set, 7 failed set,
+8 delayed zset``. Status sets are addressed by index so that no script formats a key name.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import redis
+from redis.commands.core import Script
+
+_COMMON = """
+local STATUS_KEY = {queued = 4, running = 5, succeeded = 6, failed = 7}
+local function move(job_id, from, to)
+  if from and STATUS_KEY[from] then redis.call('SREM', KEYS[STATUS_KEY[from]], job_id) end
+  redis.call('SADD', KEYS[STATUS_KEY[to]], job_id)
+end
+local function drop_entry(group, entry)
+  if entry and entry ~= '' then
+    redis.call('XACK', KEYS[2], group, entry)
+    redis.call('XDEL', KEYS[2], entry)
+  end
+end
+local function owns(consumer, group, entry)
+  local f = redis.call('HMGET', KEYS[1], 'worker', 'status', 'entry')
+  if f[1] ~= consumer or f[2] ~= 'running' or f[3] ~= entry then return false end
+  local pending = redis.call('XPENDING', KEYS[2], group, entry, entry, 1, consumer)
+  return #pending == 1
+end
+"""
+
+# ARGV: job_id, kind, payload_json, now, max_length
+ENQUEUE = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+local depth = redis.call('SCARD', KEYS[4])
+if depth >= tonumber(ARGV[5]) then return {'full', depth} end
+local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
+redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'status', 'queued',
+  'progress', '0', 'attempts', '0', 'created_at', ARGV[4], 'entry', entry)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+move(ARGV[1], nil, 'queued')
+return {'ok', depth + 1}
+"""
+
+# ARGV: consumer, group, entry, now, max_attempts, lost_error_json, job_id
+START = """
+local pending = redis.call('XPENDING', KEYS[2], ARGV[2], ARGV[3], ARGV[3], 1, ARGV[1])
+if #pending == 0 then return 'not_owner' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'entry')
+local status = f[1]
+if not status then drop_entry(ARGV[2], ARGV[3]); return 'missing' end
+if f[3] ~= ARGV[3] then drop_entry(ARGV[2], ARGV[3]); return 'stale_entry' end
+if status == 'succeeded' or status == 'failed' then
+  drop_entry(ARGV[2], ARGV[3]); return 'finished'
+end
+local attempts = tonumber(f[2] or '0')
+if attempts >= tonumber(ARGV[5]) then
+  -- every allowed start ended without a settlement: the job kills its workers
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error', ARGV[6])
+  move(ARGV[7], status, 'failed')
+  drop_entry(ARGV[2], ARGV[3])
+  return 'exhausted'
+end
+redis.call('HSET', KEYS[1], 'status', 'running', 'worker', ARGV[1], 'attempts', attempts + 1,
+  'started_at', ARGV[4], 'progress', '0')
+move(ARGV[7], status, 'running')
+return 'ok'
+"""
+
+# KEYS: job, stream. ARGV: consumer, group, entry, progress ('' = unchanged)
+TOUCH = """
+if not owns(ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+-- XCLAIM by the owner itself resets the entry's idle time: the lease is renewed
+redis.call('XCLAIM', KEYS[2], ARGV[2], ARGV[1], 0, ARGV[3], 'JUSTID')
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'progress', ARGV[4]) end
+return 1
+"""
+
+# ARGV: consumer, group, entry, now, result_json, job_id
+COMPLETE = """
+if not owns(ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'status', 'succeeded', 'progress', '1', 'result', ARGV[5],
+  'finished_at', ARGV[4], 'entry', '')
+redis.call('HDEL', KEYS[1], 'error')
+move(ARGV[6], 'running', 'succeeded')
+drop_entry(ARGV[2], ARGV[3])
+return 1
+"""
+
+# ARGV: consumer, group, entry, now, error_json, permanent, max_attempts, retry_at, job_id
+FAIL = """
+if not owns(ARGV[1], ARGV[2], ARGV[3]) then return 'lost' end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '0')
+drop_entry(ARGV[2], ARGV[3])
+if ARGV[6] == '1' or attempts >= tonumber(ARGV[7]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'error', ARGV[5], 'finished_at', ARGV[4],
+    'entry', '')
+  move(ARGV[9], 'running', 'failed')
+  return 'failed'
+end
+redis.call('HSET', KEYS[1], 'status', 'queued', 'error', ARGV[5], 'progress', '0',
+  'worker', '', 'entry', '')
+move(ARGV[9], 'running', 'queued')
+redis.call('ZADD', KEYS[8], ARGV[8], ARGV[9])
+return 'retry'
+"""
+
+# ARGV: consumer, group, entry, job_id
+RELEASE = """
+if not owns(ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '1')
+drop_entry(ARGV[2], ARGV[3])
+local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[4])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'worker', '', 'entry', entry,
+  'attempts', math.max(0, attempts - 1))
+move(ARGV[4], 'running', 'queued')
+return 1
+"""
+
+# KEYS: delayed, stream, job. ARGV: job_id
+PROMOTE = """
+if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('HGET', KEYS[3], 'status') ~= 'queued' then return 0 end
+local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
+redis.call('HSET', KEYS[3], 'entry', entry)
+return 1
+"""
+
+
+@dataclass(frozen=True)
+class Scripts:
+    """The registered scripts of one client (``Script`` objects call ``EVALSHA``, falling back
+    to ``EVAL`` after a server restart)."""
+
+    enqueue: Script
+    start: Script
+    touch: Script
+    complete: Script
+    fail: Script
+    release: Script
+    promote: Script
+
+
+def register(client: redis.Redis) -> Scripts:
+    """Register every script on ``client`` (no round trip until first use)."""
+    return Scripts(
+        enqueue=client.register_script(_COMMON + ENQUEUE),
+        start=client.register_script(_COMMON + START),
+        touch=client.register_script(_COMMON + TOUCH),
+        complete=client.register_script(_COMMON + COMPLETE),
+        fail=client.register_script(_COMMON + FAIL),
+        release=client.register_script(_COMMON + RELEASE),
+        promote=client.register_script(PROMOTE),
+    )
