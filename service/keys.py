@@ -74,10 +74,6 @@ class Keys:
         """STRING: JSON ``Event``."""
         return self._k("event", event_id)
 
-    def overlay(self, event_id: str, method: str, time_ms: int) -> str:
-        """STRING: JSON ``OverlayRecord`` of a rendered overlay (path relative to DATA_DIR)."""
-        return self._k("overlay", event_id, method, str(time_ms))
-
     def label(self, label_id: str) -> str:
         """STRING: JSON ``Label``."""
         return self._k("label", label_id)

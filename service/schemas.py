@@ -14,6 +14,8 @@ from typing import Annotated, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from service.jobs.models import JobError, JobKind, JobStatus, TrainingJobSpec, TrainResult
+
 T = TypeVar("T")
 
 
@@ -194,16 +196,6 @@ class Event(_Record):
         """Equal apart from ``updated_at`` (an unchanged rewrite is not an update)."""
         ignore = {"updated_at"}
         return self.model_dump(exclude=ignore) == other.model_dump(exclude=ignore)
-
-
-class OverlayRecord(_Record):
-    """A rendered overlay image of an event at one time with one method."""
-
-    event_id: str
-    method: OverlayMethod
-    time: UtcDatetime
-    path: str = Field(description="JPEG path relative to DATA_DIR.")
-    created_at: UtcDatetime = Field(default_factory=utcnow)
 
 
 class Label(_Record):
@@ -425,6 +417,36 @@ class ApiKeyCreated(ApiKeyPublic):
 
 class KeysPage(Page[ApiKeyPublic]):
     """API keys."""
+
+
+class JobPublic(BaseModel):
+    """A job as ``GET /v1/jobs/{job_id}`` shows it."""
+
+    job_id: str
+    kind: JobKind
+    status: JobStatus
+    progress: float
+    error: JobError | None
+    attempts: int
+    created_at: UtcDatetime
+    started_at: UtcDatetime | None
+    finished_at: UtcDatetime | None
+
+
+class TrainingJobPublic(JobPublic):
+    """A retraining job: its request, and once done the new model's validation metrics next
+    to the active model's (``result.metrics`` / ``result.active_metrics``)."""
+
+    spec: TrainingJobSpec
+    result: TrainResult | None
+
+
+class Me(BaseModel):
+    """The calling key."""
+
+    key_id: str
+    name: str
+    role: Role
 
 
 class Health(BaseModel):

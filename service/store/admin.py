@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import secrets
 from dataclasses import dataclass
 
@@ -22,6 +23,7 @@ from service.schemas import (
 )
 from service.store._base import Cursor, InvalidCursor, Repo, paginate, scan_zset
 
+_STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 AUDIT_MAXLEN = 100_000
 IDEMPOTENCY_TTL_S = 24 * 3600
 KEY_PREFIX = "vgl_"
@@ -204,7 +206,10 @@ class AuditRepo(Repo):
         """Newest first; ``cursor`` is the id of the last entry of the previous page."""
         high = "+"
         if cursor:
-            high = "(" + Cursor.decode(cursor, "audit").member
+            member = Cursor.decode(cursor, "audit").member
+            if _STREAM_ID.fullmatch(member) is None:
+                raise InvalidCursor("malformed cursor")
+            high = "(" + member
         page: list[AuditEntry] = []
         while len(page) <= limit:
             batch = self.r.xrevrange(self.keys.audit(), max=high, min="-", count=200)

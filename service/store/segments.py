@@ -1,4 +1,4 @@
-"""Segments, their per-frame scores, rendered overlays and the index of streams."""
+"""Segments, their per-frame scores and the index of streams."""
 
 from __future__ import annotations
 
@@ -9,8 +9,6 @@ from datetime import datetime
 from service.schemas import (
     FramePoint,
     FrameScores,
-    OverlayMethod,
-    OverlayRecord,
     Segment,
     StreamSummary,
     from_epoch,
@@ -35,6 +33,19 @@ class SegmentRepo(Repo):
             pipe.zadd(self.keys.streams(), {sid: 0})
             pipe.zadd(self.keys.streams_last_end(), {sid: to_epoch(segment.end)}, gt=True)
             pipe.execute()
+
+    def delete(self, segment: Segment) -> None:
+        """Remove a segment that never entered analysis (e.g. its job could not be queued)."""
+        sid = segment.stream_id
+        with self.r.pipeline(transaction=True) as pipe:
+            pipe.delete(
+                self.keys.segment(segment.segment_id), self.keys.segment_frames(segment.segment_id)
+            )
+            pipe.zrem(self.keys.stream_segments(sid), segment.segment_id)
+            pipe.execute()
+        if self.r.zcard(self.keys.stream_segments(sid)) == 0:
+            self.r.zrem(self.keys.streams(), sid)
+            self.r.zrem(self.keys.streams_last_end(), sid)
 
     def get(self, segment_id: str) -> Segment | None:
         """The segment or None."""
@@ -90,18 +101,6 @@ class SegmentRepo(Repo):
         points.sort(key=lambda p: p.time)
         return points
 
-    def put_overlay(self, record: OverlayRecord) -> None:
-        """Record a rendered overlay (the JPEG itself lives on disk at ``record.path``)."""
-        key = self.keys.overlay(record.event_id, record.method.value, _ms(record.time))
-        self.r.set(key, record.model_dump_json())
-
-    def get_overlay(
-        self, event_id: str, method: OverlayMethod, time: datetime
-    ) -> OverlayRecord | None:
-        """A rendered overlay at ``time`` (millisecond resolution) or None."""
-        raw = self.r.get(self.keys.overlay(event_id, method.value, _ms(time)))
-        return OverlayRecord.model_validate_json(raw) if raw else None
-
 
 @dataclass
 class StreamRepo(Repo):
@@ -135,10 +134,6 @@ class StreamRepo(Repo):
     def exists(self, stream_id: str) -> bool:
         """Whether any segment was ever posted to the stream."""
         return self.r.zscore(self.keys.streams(), stream_id) is not None
-
-
-def _ms(time: datetime) -> int:
-    return round(to_epoch(time) * 1000)
 
 
 __all__ = ["InvalidCursor", "SegmentRepo", "StreamRepo"]
