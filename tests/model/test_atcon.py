@@ -1,0 +1,195 @@
+"""ATCON loss vs a plain per-image implementation written from the method note (atcon.md)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from model.atcon import consistency_loss, consistency_per_image, consistency_score
+from model.detector import build_detector, gradcam_layer
+from tests.model.test_attention_helpers import assert_unchanged, snapshot
+
+SIZE = 64
+
+
+class _GuidedReLU(torch.autograd.Function):
+    """The reference's guided ReLU: masks are non-differentiable comparisons."""
+
+    @staticmethod
+    def forward(ctx, inp: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inp)
+        return inp.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (inp,) = ctx.saved_tensors
+        return grad * (inp > 0).to(grad.dtype) * (grad > 0).to(grad.dtype)
+
+
+class _GuidedReLUModule(nn.Module):
+    def forward(self, inp: Tensor) -> Tensor:
+        return _GuidedReLU.apply(inp)
+
+
+def _swap_relus(model: nn.Module, make: type[nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, (nn.ReLU, _GuidedReLUModule)):
+                parent._modules[name] = make()
+                swapped.append((parent, name, child))
+    return swapped
+
+
+def _ref_grad_cam(model: nn.Module, layer: nn.Module, img: Tensor, cls: int | None):
+    """One image (3,H,W): Grad-CAM by a backward to the input with create_graph (the paper)."""
+    store: dict[str, Tensor] = {}
+
+    def hook(_m, _i, out):
+        store["a"] = out
+        out.register_hook(lambda g: store.__setitem__("g", g))
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        inp = img[None].detach().requires_grad_(True) if not img.requires_grad else img[None]
+        logits = model(inp)
+        cls = int(logits.argmax()) if cls is None else cls
+        torch.autograd.grad(logits[0, cls], inp, create_graph=True)
+    finally:
+        handle.remove()
+    acts, grads = store["a"][0], store["g"][0]
+    return cls, (grads.mean(dim=(1, 2))[:, None, None] * acts).sum(0)
+
+
+def _ref_guided(model: nn.Module, img: Tensor, cls: int) -> Tensor:
+    swapped = _swap_relus(model, _GuidedReLUModule)
+    try:
+        inp = img[None].detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(inp)[0, cls], inp, create_graph=True)
+    finally:
+        for parent, name, child in swapped:
+            parent._modules[name] = child
+    return g[0].abs().sum(0)
+
+
+def _ref_ig(model: nn.Module, img: Tensor, cls: int, steps: int) -> Tensor:
+    import numpy as np
+
+    pts, wts = np.polynomial.legendre.leggauss(steps)
+    total = torch.zeros_like(img)
+    for a, w in zip(0.5 * (1 + pts), 0.5 * wts, strict=True):
+        inp = (float(a) * img)[None].detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(inp)[0, cls], inp, create_graph=True)
+        total = total + float(w) * g[0]
+    return (total * img).abs().sum(0)
+
+
+def _standardise(m: Tensor) -> Tensor:
+    return torch.sigmoid((m - m.mean()) / m.std())
+
+
+def _ref_loss(model, layer, x: Tensor, second: str, w: float = 8.0, steps: int = 4) -> Tensor:
+    total = x.new_zeros(())
+    for img in x:
+        cls, cam = _ref_grad_cam(model, layer, img, None)
+        g = _ref_guided(model, img, cls) if second == "guided_backprop" else _ref_ig(
+            model, img, cls, steps)
+        sigma = g.mean() + g.std() / 2
+        mask = 1 / (1 + torch.exp(-w * (g - sigma)))
+        _, cam2 = _ref_grad_cam(model, layer, mask[None] * img, cls)
+        a, b = _standardise(cam), _standardise(cam2)
+        va, vb = a - a.mean(), b - b.mean()
+        den = va.pow(2).sum().sqrt() * vb.pow(2).sum().sqrt()
+        total = total + (-(va * vb).sum() / den if den > 0 else 0.0)
+    return total / x.shape[0]
+
+
+def _model(seed: int = 0, arch: str = "resnet18") -> nn.Module:
+    torch.manual_seed(seed)
+    model = build_detector(arch, 4).double().eval()  # type: ignore[arg-type]
+    # a trained-looking head: larger weights spread the classes and the maps
+    with torch.no_grad():
+        model.fc.weight.mul_(20)
+    return model
+
+
+@pytest.mark.parametrize("second", ["guided_backprop", "integrated_gradients"])
+def test_loss_and_parameter_gradients_equal_per_image_reference(second: str) -> None:
+    model = _model()
+    layer = gradcam_layer(model)
+    torch.manual_seed(1)
+    x = torch.randn(3, 3, SIZE, SIZE, dtype=torch.float64)
+    params = [p for p in model.parameters() if p.requires_grad]
+    before = snapshot(model)
+
+    ours = consistency_loss(model, layer, x, second=second, ig_steps=4)  # type: ignore[arg-type]
+    assert_unchanged(model, before)
+    g_ours = torch.autograd.grad(ours, params, allow_unused=True)
+    ref = _ref_loss(model, layer, x, second)
+    g_ref = torch.autograd.grad(ref, params, allow_unused=True)
+
+    assert ours.shape == ()
+    assert abs(ours.item()) > 1e-3  # a meaningful (non-degenerate) value is being compared
+    torch.testing.assert_close(ours, ref, rtol=1e-5, atol=0)
+    flat_ours = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                           for g, p in zip(g_ours, params, strict=True)])
+    flat_ref = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                          for g, p in zip(g_ref, params, strict=True)])
+    assert flat_ref.norm() > 0
+    assert ((flat_ours - flat_ref).norm() / flat_ref.norm()).item() < 1e-3
+
+
+def test_score_is_minus_per_image_loss_and_needs_no_grad() -> None:
+    model = _model(seed=2)
+    layer = gradcam_layer(model)
+    x = torch.randn(4, 3, SIZE, SIZE, dtype=torch.float64)
+    before = snapshot(model)
+    with torch.no_grad():
+        score = consistency_score(model, layer, x)
+    assert_unchanged(model, before)
+    per_image = consistency_per_image(model, layer, x)
+    assert score.shape == (4,) and not score.requires_grad
+    assert torch.all(score.abs() <= 1 + 1e-9)
+    torch.testing.assert_close(score, -per_image.detach())
+    torch.testing.assert_close(consistency_loss(model, layer, x), per_image.mean())
+
+
+def test_explicit_target_changes_the_maps_compared() -> None:
+    model = _model(seed=3)
+    layer = gradcam_layer(model)
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64)
+    with torch.no_grad():
+        top = model(x).argmax(1)
+    other = (top + 1) % 4
+    torch.testing.assert_close(consistency_score(model, layer, x, top), consistency_score(
+        model, layer, x))
+    assert not torch.allclose(consistency_score(model, layer, x, other), consistency_score(
+        model, layer, x, top))
+
+
+@pytest.mark.parametrize("comparison", ["upsampled", "pooled", "masked_second"])
+@pytest.mark.parametrize("similarity", ["pearson", "cross_correlation", "ssim"])
+def test_variants_are_finite_differentiable_and_batched(comparison: str, similarity: str) -> None:
+    model = _model(seed=4)
+    layer = gradcam_layer(model)
+    x = torch.randn(2, 3, SIZE, SIZE, dtype=torch.float64)
+    kwargs = {"comparison": comparison, "similarity": similarity}
+    per_image = consistency_per_image(model, layer, x, **kwargs)  # type: ignore[arg-type]
+    singles = torch.cat([consistency_per_image(model, layer, x[i : i + 1], **kwargs)  # type: ignore[arg-type]
+                         for i in range(2)])
+    torch.testing.assert_close(per_image, singles)
+    (grad,) = torch.autograd.grad(per_image.mean(), model.fc.weight)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0
+
+
+def test_constant_map_gives_zero_loss_and_finite_gradient() -> None:
+    torch.manual_seed(5)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).double().eval()
+    # zero input and zero biases: activations vanish, every map is constant
+    x = torch.zeros(2, 3, SIZE, SIZE, dtype=torch.float64)
+    loss = consistency_loss(model, model.layer4[-1], x)
+    (grad,) = torch.autograd.grad(loss, model.fc.weight, allow_unused=True)
+    assert loss.item() == 0.0
+    assert grad is None or torch.isfinite(grad).all()

@@ -1,0 +1,57 @@
+"""Helpers (no tests): a snapshot of everything an attribution call must leave untouched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn.modules import module as module_globals
+
+
+@dataclass(frozen=True)
+class ModelState:
+    training: tuple[bool, ...]
+    requires_grad: tuple[bool, ...]
+    module_ids: tuple[int, ...]
+    hook_counts: tuple[int, ...]
+    global_hooks: tuple[int, ...]
+    params: tuple[torch.Tensor, ...]
+    grads: tuple[object, ...]
+
+
+def _hook_counts(model: nn.Module) -> tuple[int, ...]:
+    counts = []
+    for m in model.modules():
+        counts += [len(m._forward_hooks), len(m._backward_hooks), len(m._forward_pre_hooks),
+                   len(getattr(m, "_backward_pre_hooks", {}))]
+    return tuple(counts)
+
+
+def _global_hooks() -> tuple[int, ...]:
+    names = ["_global_forward_hooks", "_global_backward_hooks", "_global_forward_pre_hooks",
+             "_global_backward_pre_hooks"]
+    return tuple(len(getattr(module_globals, n, {})) for n in names)
+
+
+def snapshot(model: nn.Module) -> ModelState:
+    return ModelState(
+        training=tuple(m.training for m in model.modules()),
+        requires_grad=tuple(p.requires_grad for p in model.parameters()),
+        module_ids=tuple(id(m) for m in model.modules()),
+        hook_counts=_hook_counts(model),
+        global_hooks=_global_hooks(),
+        params=tuple(p.detach().clone() for p in model.state_dict().values()),
+        grads=tuple(None if p.grad is None else p.grad.clone() for p in model.parameters()),
+    )
+
+
+def assert_unchanged(model: nn.Module, before: ModelState) -> None:
+    after = snapshot(model)
+    assert after.training == before.training
+    assert after.requires_grad == before.requires_grad
+    assert after.module_ids == before.module_ids
+    assert after.hook_counts == before.hook_counts
+    assert after.global_hooks == before.global_hooks
+    assert all(torch.equal(a, b) for a, b in zip(after.params, before.params, strict=True))
+    assert [g is None for g in after.grads] == [g is None for g in before.grads]
