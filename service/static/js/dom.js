@@ -19,6 +19,9 @@ function build(el, attrs, children) {
       el.addEventListener(name.slice(2), value);
     } else if (name === "dataset") {
       Object.assign(el.dataset, value);
+    } else if (name === "style") {
+      // Through the CSSOM: allowed by the page's Content-Security-Policy (style-src 'self').
+      el.style.cssText = String(value);
     } else if (name === "text") {
       el.textContent = value;
     } else {

@@ -123,7 +123,13 @@ class EventPage {
 
   explainFrame() {
     const t = this.player.wallTime();
-    if (Number.isFinite(t)) this.overlay.setTime(t).then(() => this.rawFrameAt(t));
+    if (!Number.isFinite(t)) return;
+    if (t < this.start_ || t > this.end_) {
+      // The API explains frames of the event only (422 time_out_of_range otherwise).
+      this.overlay.status.textContent = "Move the video into the event's interval to explain a frame.";
+      return;
+    }
+    this.overlay.setTime(t).then(() => this.rawFrameAt(t));
   }
 
   async rawFrameAt(t) {

@@ -9,6 +9,7 @@ import { openLabelDialog } from "./labels.js";
 import { CONSISTENCY_HELP, consistencyOpacity, consistencyWords, TimelineView } from "./timeline-view.js";
 
 const POLL_MS = 5000;
+const MIN_POLL_MS = 1000;
 const PRESETS = [
   ["900", "15 minutes"], ["3600", "1 hour"], ["21600", "6 hours"], ["86400", "24 hours"], ["604800", "7 days"],
 ];
@@ -21,6 +22,8 @@ export async function render(main, { args, params, session }) {
   const streamId = args[0];
   document.title = `${streamId} · Timeline · Vigil`;
   const page = new TimelinePage(main, streamId, session);
+  // `?poll=ms` shortens the live-update interval (tests, wall displays); never below 1 s.
+  page.pollMs = Math.max(MIN_POLL_MS, Number(params.get("poll")) || POLL_MS);
   await page.start(params);
   return () => page.stop();
 }
@@ -169,7 +172,7 @@ class TimelinePage {
 
   schedule() {
     clearTimeout(this.timer);
-    if (!this.stopped && this.live.checked) this.timer = setTimeout(() => this.poll(), POLL_MS);
+    if (!this.stopped && this.live.checked) this.timer = setTimeout(() => this.poll(), this.pollMs);
   }
 
   /** Live updates: only what changed since the newest `updated_at` seen (grown, closed, new). */
@@ -197,7 +200,8 @@ class TimelinePage {
   viewChanged(a, b) {
     this.syncInputs();
     this.preset.value = "";
-    history.replaceState(null, "", `#/streams/${encodeURIComponent(this.streamId)}?start=${Math.round(a)}&end=${Math.round(b)}`);
+    const poll = this.pollMs !== POLL_MS ? `&poll=${this.pollMs}` : "";
+    history.replaceState(null, "", `#/streams/${encodeURIComponent(this.streamId)}?start=${Math.round(a)}&end=${Math.round(b)}${poll}`);
     this.renderTables();
     // Fetch more once panning or zooming leaves the loaded window (debounced).
     clearTimeout(this.viewTimer);
