@@ -90,25 +90,49 @@ def simulate_analysis(api: Api, segment_id: str, *, score: float = 0.9) -> Event
     times = [t0 + i * 0.5 for i in range(8)]
     scores = [[score if 1.0 <= t - t0 < 3.0 else 0.05] for t in times]
     api.store.segments.put_frames(
-        FrameScores(segment_id=segment_id, stream_id=segment.stream_id, model_version="m-test",
-                    classes=["fall"], times=times, scores=scores)
+        FrameScores(
+            segment_id=segment_id,
+            stream_id=segment.stream_id,
+            model_version="m-test",
+            classes=["fall"],
+            times=times,
+            scores=scores,
+        )
     )
     overlay = Path("overlays") / segment_id / "keyframe-fall.jpg"
     (api.settings.data_dir / overlay).parent.mkdir(parents=True, exist_ok=True)
     (api.settings.data_dir / overlay).write_bytes(jpeg_bytes())
     event = Event(
-        event_id=f"ev-{segment_id}", stream_id=segment.stream_id, label="fall",
-        start=segment.start + timedelta(seconds=1), end=segment.start + timedelta(seconds=3),
-        peak_score=score, mean_score=score, consistency=0.8, model_version="m-test",
-        keyframe_time=segment.start + timedelta(seconds=2), keyframe_overlay=str(overlay),
+        event_id=f"ev-{segment_id}",
+        stream_id=segment.stream_id,
+        label="fall",
+        start=segment.start + timedelta(seconds=1),
+        end=segment.start + timedelta(seconds=3),
+        peak_score=score,
+        mean_score=score,
+        consistency=0.8,
+        model_version="m-test",
+        keyframe_time=segment.start + timedelta(seconds=2),
+        keyframe_overlay=str(overlay),
         segment_ids=[segment_id],
     )
     api.store.events.write(segment.stream_id, [event], window=(segment.start, segment.end))
-    api.store.segments.put(segment.model_copy(update={"status": SegmentStatus.analysed,
-                                                      "model_version": "m-test", "frames_analysed": 8}))
+    api.store.segments.put(
+        segment.model_copy(
+            update={
+                "status": SegmentStatus.analysed,
+                "model_version": "m-test",
+                "frames_analysed": 8,
+            }
+        )
+    )
     api.store.add_frames_analysed(8)
-    api.queue.complete(claim, AnalyzeSegmentResult(segment_id=segment_id, model_version="m-test",
-                                                    frames=8, events=1, overlays=1))
+    api.queue.complete(
+        claim,
+        AnalyzeSegmentResult(
+            segment_id=segment_id, model_version="m-test", frames=8, events=1, overlays=1
+        ),
+    )
     return event
 
 

@@ -6,7 +6,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from service.jobs import JobStatus, RenderOverlayResult
-from service.schemas import AuditAction, Role
+from service.schemas import AuditAction, ModelVersion, Role
 from tests.service.conftest import T0, Api, jpeg_bytes, simulate_analysis, upload
 
 
@@ -24,8 +24,13 @@ def test_upload_job_events_overlay_video(api: Api, clip: Path) -> None:
     assert api.client.get(f"/v1/jobs/{job_id}", headers=viewer).json()["status"] == "succeeded"
     streams = api.client.get("/v1/streams", headers=viewer).json()["data"]
     assert streams == [
-        {"stream_id": "bed-1", "last_segment_end": (T0 + timedelta(seconds=4)).isoformat().replace("+00:00", "Z"),
-         "segment_count": 1, "event_count": 1, "event_counts": {"fall": 1}}
+        {
+            "stream_id": "bed-1",
+            "last_segment_end": (T0 + timedelta(seconds=4)).isoformat().replace("+00:00", "Z"),
+            "segment_count": 1,
+            "event_count": 1,
+            "event_counts": {"fall": 1},
+        }
     ]
     timeline = api.client.get("/v1/streams/bed-1/events", headers=viewer).json()
     (event,) = timeline["data"]
@@ -41,7 +46,9 @@ def test_upload_job_events_overlay_video(api: Api, clip: Path) -> None:
     assert overlay.status_code == 200 and overlay.headers["content-type"] == "image/jpeg"
     assert overlay.content[:2] == b"\xff\xd8"
     etag = overlay.headers["etag"]
-    cached = api.client.get(event["keyframe"]["overlay_url"], headers={**viewer, "If-None-Match": etag})
+    cached = api.client.get(
+        event["keyframe"]["overlay_url"], headers={**viewer, "If-None-Match": etag}
+    )
     assert cached.status_code == 304 and cached.headers["etag"] == etag and not cached.content
 
     segment = api.client.get(f"/v1/segments/{segment_id}", headers=viewer).json()
@@ -63,18 +70,27 @@ def test_overlay_of_another_method_is_rendered_by_a_job(api: Api, clip: Path) ->
     queued = api.client.get(url, params=params, headers=viewer)
     assert queued.status_code == 202, queued.text
     job = queued.json()
-    assert job["kind"] == "render_overlay" and queued.headers["location"] == f"/v1/jobs/{job['job_id']}"
+    assert (
+        job["kind"] == "render_overlay"
+        and queued.headers["location"] == f"/v1/jobs/{job['job_id']}"
+    )
     # A second request while it is queued shares the job instead of queueing another.
     assert api.client.get(url, params=params, headers=viewer).json()["job_id"] == job["job_id"]
     assert api.queue.depth() == 1
 
     claim = api.queue.claim("test-worker", block_s=0.1)
     payload = claim.job.payload
-    assert (payload.method, payload.segment_id, payload.offset_s) == ("guided_backprop", segment_id, 1.5)
+    assert (payload.method, payload.segment_id, payload.offset_s) == (
+        "guided_backprop",
+        segment_id,
+        1.5,
+    )
     target = api.settings.data_dir / payload.overlay_relpath()
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(jpeg_bytes(seed=7))
-    api.queue.complete(claim, RenderOverlayResult(overlay_path=payload.overlay_relpath(), model_version="m"))
+    api.queue.complete(
+        claim, RenderOverlayResult(overlay_path=payload.overlay_relpath(), model_version="m")
+    )
     assert api.queue.get(job["job_id"]).status is JobStatus.SUCCEEDED
 
     image = api.client.get(url, params=params, headers=viewer)
@@ -135,7 +151,9 @@ def test_reads_are_audited_without_patient_data(api: Api, clip: Path) -> None:
         f"/v1/segments/{segment_id}/video",
     ):
         assert api.client.get(path, headers=viewer).status_code == 200, path
-    entries = api.client.get("/v1/admin/audit", params={"key_id": viewer_id}, headers=api.auth()).json()["data"]
+    entries = api.client.get(
+        "/v1/admin/audit", params={"key_id": viewer_id}, headers=api.auth()
+    ).json()["data"]
     got = [(e["action"], e["resource"]) for e in reversed(entries)]
     assert got == [
         (AuditAction.read_timeline, "stream:bed-1"),
@@ -147,7 +165,14 @@ def test_reads_are_audited_without_patient_data(api: Api, clip: Path) -> None:
     assert set(entries[0]) == {"id", "time", "key_id", "action", "resource"}
     # A failed read (unknown event) is not an access to patient data: nothing is logged.
     api.client.get("/v1/events/nope", headers=viewer)
-    assert len(api.client.get("/v1/admin/audit", params={"key_id": viewer_id}, headers=api.auth()).json()["data"]) == 5
+    assert (
+        len(
+            api.client.get(
+                "/v1/admin/audit", params={"key_id": viewer_id}, headers=api.auth()
+            ).json()["data"]
+        )
+        == 5
+    )
 
 
 def test_labels_models_and_keys(api: Api, clip: Path) -> None:
@@ -156,10 +181,16 @@ def test_labels_models_and_keys(api: Api, clip: Path) -> None:
     body = {"label": "fall", "start": "2026-01-05T08:00:01Z", "end": "2026-01-05T08:00:03Z"}
     created = api.client.post("/v1/streams/bed-1/labels", json=body, headers=ingest)
     assert created.status_code == 201
-    labels = api.client.get("/v1/streams/bed-1/labels", headers=api.auth(Role.viewer)).json()["data"]
-    assert [(lb["label"], lb["label_id"]) for lb in labels] == [("fall", created.json()["label_id"])]
+    labels = api.client.get("/v1/streams/bed-1/labels", headers=api.auth(Role.viewer)).json()[
+        "data"
+    ]
+    assert [(lb["label"], lb["label_id"]) for lb in labels] == [
+        ("fall", created.json()["label_id"])
+    ]
 
-    new = api.client.post("/v1/admin/keys", json={"name": "dashboard", "role": "viewer"}, headers=admin)
+    new = api.client.post(
+        "/v1/admin/keys", json={"name": "dashboard", "role": "viewer"}, headers=admin
+    )
     assert new.status_code == 201
     key = new.json()["key"]
     me = api.client.get("/v1/me", headers={"Authorization": f"Bearer {key}"}).json()
@@ -169,3 +200,80 @@ def test_labels_models_and_keys(api: Api, clip: Path) -> None:
     revoked = api.client.delete(f"/v1/admin/keys/{new.json()['key_id']}", headers=admin)
     assert revoked.status_code == 200 and revoked.json()["revoked_at"] is not None
     assert api.client.get("/v1/me", headers={"Authorization": f"Bearer {key}"}).status_code == 401
+
+
+def test_training_job_models_activate_and_rollback(api: Api, clip: Path) -> None:
+    from service.jobs import TrainResult, ValidationMetrics
+
+    admin = api.auth(Role.admin)
+    upload(api, clip)
+    api.queue.claim("test-worker", block_s=0.1)  # the analysis job, out of the way
+    spec = {
+        "streams": [{"stream_id": "bed-1"}],
+        "method": "atcon_guided_backprop",
+        "hyperparameters": {"epochs": 2, "consistency_weight": 0.3},
+        "promotion": "auto",
+    }
+    created = api.client.post("/v1/admin/training-jobs", json=spec, headers=admin)
+    assert created.status_code == 202, created.text
+    job = created.json()
+    assert job["kind"] == "train" and job["status"] == "queued" and job["result"] is None
+    assert (
+        job["spec"]["method"] == "atcon_guided_backprop"
+        and job["spec"]["hyperparameters"]["epochs"] == 2
+    )
+
+    # What the retraining worker does: register both versions, complete with the metrics.
+    models = api.settings.data_dir / "models"
+    models.mkdir(parents=True)
+    for i, version in enumerate(["m-old", "m-new"]):
+        (models / f"{version}.safetensors").write_bytes(b"weights")
+        api.store.models.register(
+            ModelVersion(
+                version=version,
+                path=f"models/{version}.safetensors",
+                arch="resnet18",
+                classes=["fall"],
+                metrics={"macro_f1": 0.6 + i / 10},
+                created_at=T0 + timedelta(minutes=i),
+            )
+        )
+    api.store.models.activate("m-old")
+    claim = api.queue.claim("trainer", block_s=0.1)
+    assert claim.job_id == job["job_id"]
+    api.queue.complete(
+        claim,
+        TrainResult(
+            version="m-new",
+            parent_version="m-old",
+            metrics=ValidationMetrics(macro_f1=0.7),
+            active_metrics=ValidationMetrics(macro_f1=0.6),
+            promoted=False,
+        ),
+    )
+    done = api.client.get(f"/v1/admin/training-jobs/{job['job_id']}", headers=admin).json()
+    assert done["status"] == "succeeded"
+    assert (
+        done["result"]["metrics"]["macro_f1"],
+        done["result"]["active_metrics"]["macro_f1"],
+    ) == (0.7, 0.6)
+
+    listed = api.client.get("/v1/admin/models", headers=admin).json()["data"]
+    assert [(m["version"], m["active"]) for m in listed] == [("m-new", False), ("m-old", True)]
+    activated = api.client.post("/v1/admin/models/m-new/activate", headers=admin)
+    assert activated.status_code == 200 and activated.json()["active"] is True
+    assert api.store.models.active_version() == "m-new"
+    rollback = api.client.post("/v1/admin/models/m-old/activate", headers=admin)
+    assert rollback.json()["version"] == "m-old" and api.store.models.active_version() == "m-old"
+    page = api.client.get("/v1/admin/models", params={"limit": 1}, headers=admin).json()
+    rest = api.client.get(
+        "/v1/admin/models", params={"cursor": page["next_cursor"]}, headers=admin
+    ).json()
+    assert [m["version"] for m in page["data"] + rest["data"]] == ["m-new", "m-old"]
+
+    (models / "m-new.safetensors").unlink()
+    missing = api.client.post("/v1/admin/models/m-new/activate", headers=admin)
+    assert missing.status_code == 409 and missing.json()["code"] == "model_file_missing"
+    assert api.store.models.active_version() == "m-old"
+    actions = [e["action"] for e in api.client.get("/v1/admin/audit", headers=admin).json()["data"]]
+    assert actions.count("activate_model") == 2 and "create_training_job" in actions
