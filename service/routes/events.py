@@ -28,7 +28,15 @@ from service.jobs import (
     RenderOverlayResult,
 )
 from service.present import event_detail, job_public
-from service.schemas import AuditAction, Event, EventDetail, JobPublic, OverlayMethod, to_epoch
+from service.schemas import (
+    AuditAction,
+    Event,
+    EventDetail,
+    JobPublic,
+    OverlayMethod,
+    UtcDatetime,
+    to_epoch,
+)
 from service.store import Store
 
 router = APIRouter(tags=["events"])
@@ -76,7 +84,9 @@ def get_overlay(
     store: StoreDep,
     queue: QueueDep,
     settings: SettingsDep,
-    time: Annotated[datetime | None, Query(description="Default: the event's key frame.")] = None,
+    time: Annotated[
+        UtcDatetime | None, Query(description="Default: the event's key frame.")
+    ] = None,
     method: OverlayMethod = OverlayMethod.gradcam,
     wait: Annotated[
         float, Query(ge=0.0, le=MAX_WAIT_S, description="Seconds to wait for a render.")

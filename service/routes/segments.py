@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Header, Path, Query, Request
@@ -14,7 +13,7 @@ from service.errors import NotFound, problem_responses
 from service.ingest import IngestRequest, ingest_segment
 from service.present import segment_public
 from service.ranges import file_response
-from service.schemas import AuditAction, SegmentPublic, UploadAccepted
+from service.schemas import AuditAction, SegmentPublic, UploadAccepted, UtcDatetime
 
 router = APIRouter(tags=["segments"])
 
@@ -53,7 +52,7 @@ async def upload_segment(
     store: StoreDep,
     queue: QueueDep,
     settings: SettingsDep,
-    start: Annotated[datetime, Query(description="Wall-clock start of the segment (ISO-8601).")],
+    start: Annotated[UtcDatetime, Query(description="Wall-clock start of the segment (ISO-8601).")],
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -11,7 +10,7 @@ from service.deps import StoreDep, ViewerKey
 from service.errors import NotFound, Unprocessable, problem_responses
 from service.present import event_public
 from service.routes.segments import StreamIdPath
-from service.schemas import AuditAction, EventsPage, StreamsPage
+from service.schemas import AuditAction, EventsPage, StreamsPage, UtcDatetime
 from service.store import EventQuery, InvalidCursor, Store
 
 router = APIRouter(tags=["streams"])
@@ -54,14 +53,18 @@ def list_events(
     stream_id: StreamIdPath,
     key: ViewerKey,
     store: StoreDep,
-    start: Annotated[datetime | None, Query(description="Events ending after this time.")] = None,
-    end: Annotated[datetime | None, Query(description="Events starting before this time.")] = None,
+    start: Annotated[
+        UtcDatetime | None, Query(description="Events ending after this time.")
+    ] = None,
+    end: Annotated[
+        UtcDatetime | None, Query(description="Events starting before this time.")
+    ] = None,
     label: Annotated[str | None, Query(max_length=64)] = None,
     min_score: Annotated[
         float | None, Query(ge=0.0, le=1.0, description="Minimum peak score.")
     ] = None,
     updated_since: Annotated[
-        datetime | None,
+        UtcDatetime | None,
         Query(description="Only events changed after this time (grown, closed or superseded)."),
     ] = None,
     limit: Limit = 100,

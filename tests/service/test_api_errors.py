@@ -205,3 +205,16 @@ def test_redis_down_is_503(settings: Settings) -> None:
             "redis": False,
             "live_workers": 0,
         }
+
+
+def test_naive_times_are_read_as_utc(api: Api, clip: Path) -> None:
+    viewer = api.auth(Role.viewer)
+    event = simulate_analysis(api, upload(api, clip).json()["segment_id"])
+    window = {"start": "2026-01-05T08:00:02", "end": "2026-01-05T08:00:03.5"}
+    found = api.client.get("/v1/streams/bed-1/events", params=window, headers=viewer)
+    assert [e["event_id"] for e in found.json()["data"]] == [event.event_id]
+    after = {"start": "2026-01-05T08:00:04"}
+    assert api.client.get("/v1/streams/bed-1/events", params=after, headers=viewer).json()["data"] == []
+    keyframe = {"time": "2026-01-05T08:00:02"}
+    overlay = api.client.get(f"/v1/events/{event.event_id}/overlay", params=keyframe, headers=viewer)
+    assert overlay.status_code == 200 and overlay.headers["content-type"] == "image/jpeg"
