@@ -68,7 +68,8 @@ def grad_cam_with_target(
             return chosen, weighted_cam(acts, grads)
     logits, acts = forward_cut(model, layer, x)
     chosen = resolve_target(logits, target)
-    (grads,) = torch.autograd.grad(selected_score(logits, chosen), acts)
+    with torch.enable_grad():  # the score must join the head's graph even under no_grad callers
+        (grads,) = torch.autograd.grad(selected_score(logits, chosen), acts)
     return chosen, weighted_cam(acts.detach(), grads)
 
 

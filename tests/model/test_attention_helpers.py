@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
+import pytest
 import torch
 from torch import nn
 from torch.nn.modules import module as module_globals
@@ -35,13 +37,14 @@ def _global_hooks() -> tuple[int, ...]:
 
 
 def snapshot(model: nn.Module) -> ModelState:
+    """Record the model; buffers are left out because a train-mode forward updates BN stats."""
     return ModelState(
         training=tuple(m.training for m in model.modules()),
         requires_grad=tuple(p.requires_grad for p in model.parameters()),
         module_ids=tuple(id(m) for m in model.modules()),
         hook_counts=_hook_counts(model),
         global_hooks=_global_hooks(),
-        params=tuple(p.detach().clone() for p in model.state_dict().values()),
+        params=tuple(p.detach().clone() for p in model.parameters()),  # buffers: see note
         grads=tuple(None if p.grad is None else p.grad.clone() for p in model.parameters()),
     )
 
@@ -55,3 +58,15 @@ def assert_unchanged(model: nn.Module, before: ModelState) -> None:
     assert after.global_hooks == before.global_hooks
     assert all(torch.equal(a, b) for a, b in zip(after.params, before.params, strict=True))
     assert [g is None for g in after.grads] == [g is None for g in before.grads]
+
+
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """Run a test on one intra-op thread: on a shared, oversubscribed 2-core machine OpenMP's
+    two-thread barriers make small convolutions ~20x slower than a single thread."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
