@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 import torch
@@ -47,6 +48,17 @@ def two_square_frames(events: dict[str, Intervals]) -> Callable[[float], np.ndar
 def event_clip(path: Path, events: dict[str, Intervals], duration_s: float, fps: int = 10) -> Path:
     """An H.264 clip of :func:`two_square_frames`."""
     return write_clip(path, duration_s, fps=fps, frame_fn=two_square_frames(events))
+
+
+def remux_faststart(src: Path, dst: Path) -> Path:
+    """Same packets, ``moov`` index first (as ``-movflags faststart`` or a streaming camera)."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
 
 
 def _targets(times: list[float], events: dict[str, Intervals]) -> torch.Tensor:

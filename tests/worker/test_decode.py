@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from tests.support.clips import solid_frames, write_clip
+from tests.worker.conftest import remux_faststart
 from worker.decode import (
     DecodeError,
     DecodeOptions,
@@ -61,17 +62,6 @@ def write_noise(path: Path, seconds: float = 3.0, fps: int = 10) -> Path:
     return write_clip(
         path, seconds, fps=fps, frame_fn=lambda t: frames[round(t * fps) % len(frames)]
     )
-
-
-def remux_faststart(src: Path, dst: Path) -> Path:
-    """Same packets, ``moov`` index first (as ``-movflags faststart`` or a streaming camera)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
 
 
 def test_samples_by_pts_at_the_analysis_rate(tmp_path: Path) -> None:
