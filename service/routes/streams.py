@@ -37,7 +37,7 @@ def list_streams(
     _key: ViewerKey, store: StoreDep, limit: Limit = 100, cursor: CursorParam = None
 ) -> StreamsPage:
     try:
-        data, next_cursor = store.streams.list(limit, cursor, store.events.counts)
+        data, next_cursor = store.streams.list(limit, cursor)
     except InvalidCursor as exc:
         raise Unprocessable(str(exc), code="invalid_cursor") from exc
     return StreamsPage(data=data, next_cursor=next_cursor)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -15,9 +14,6 @@ from service.schemas import (
     to_epoch,
 )
 from service.store._base import Cursor, InvalidCursor, Repo
-
-EventCounts = Callable[[str], dict[str, int]]
-"""Stream id -> live events per label."""
 
 
 @dataclass
@@ -106,30 +102,36 @@ class SegmentRepo(Repo):
 class StreamRepo(Repo):
     """The index of streams, ordered by stream id."""
 
-    def list(
-        self, limit: int, cursor: str | None, event_counts: EventCounts
-    ) -> tuple[list[StreamSummary], str | None]:
-        """A page of streams with their last segment end and live event counts."""
+    def list(self, limit: int, cursor: str | None) -> tuple[list[StreamSummary], str | None]:
+        """A page of streams with their last segment end and live event counts (one round trip
+        for the whole page)."""
         low = "-"
         if cursor:
             low = "(" + Cursor.decode(cursor, "streams").member
         ids = self.r.zrangebylex(self.keys.streams(), low, "+", start=0, num=limit + 1)
         more = len(ids) > limit
         ids = ids[:limit]
-        summaries = [self._summary(sid, event_counts) for sid in ids]
+        with self.r.pipeline(transaction=False) as pipe:
+            for sid in ids:
+                pipe.zscore(self.keys.streams_last_end(), sid)
+                pipe.zcard(self.keys.stream_segments(sid))
+                pipe.hgetall(self.keys.stream_event_counts(sid))
+            replies = pipe.execute()
+        summaries = []
+        for i, sid in enumerate(ids):
+            last, segments, raw_counts = replies[3 * i : 3 * i + 3]
+            counts = {label: int(n) for label, n in sorted(raw_counts.items()) if int(n) > 0}
+            summaries.append(
+                StreamSummary(
+                    stream_id=sid,
+                    last_segment_end=from_epoch(last or 0.0),
+                    segment_count=segments,
+                    event_count=sum(counts.values()),
+                    event_counts=counts,
+                )
+            )
         next_cursor = Cursor("streams", 0.0, ids[-1]).encode() if more else None
         return summaries, next_cursor
-
-    def _summary(self, stream_id: str, event_counts: EventCounts) -> StreamSummary:
-        last = self.r.zscore(self.keys.streams_last_end(), stream_id) or 0.0
-        counts = event_counts(stream_id)
-        return StreamSummary(
-            stream_id=stream_id,
-            last_segment_end=from_epoch(last),
-            segment_count=self.r.zcard(self.keys.stream_segments(stream_id)),
-            event_count=sum(counts.values()),
-            event_counts=counts,
-        )
 
     def exists(self, stream_id: str) -> bool:
         """Whether any segment was ever posted to the stream."""

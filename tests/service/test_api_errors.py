@@ -214,7 +214,12 @@ def test_naive_times_are_read_as_utc(api: Api, clip: Path) -> None:
     found = api.client.get("/v1/streams/bed-1/events", params=window, headers=viewer)
     assert [e["event_id"] for e in found.json()["data"]] == [event.event_id]
     after = {"start": "2026-01-05T08:00:04"}
-    assert api.client.get("/v1/streams/bed-1/events", params=after, headers=viewer).json()["data"] == []
+    assert (
+        api.client.get("/v1/streams/bed-1/events", params=after, headers=viewer).json()["data"]
+        == []
+    )
     keyframe = {"time": "2026-01-05T08:00:02"}
-    overlay = api.client.get(f"/v1/events/{event.event_id}/overlay", params=keyframe, headers=viewer)
+    overlay = api.client.get(
+        f"/v1/events/{event.event_id}/overlay", params=keyframe, headers=viewer
+    )
     assert overlay.status_code == 200 and overlay.headers["content-type"] == "image/jpeg"

@@ -134,10 +134,10 @@ def test_segments_frames_and_streams(store: Store) -> None:
     )
     assert [p.scores["fall"] for p in points] == [0.9, 0.3]
     assert store.segments.at("bed-1", T0 + timedelta(seconds=150)).segment_id == "seg-2"
-    streams, cursor = store.streams.list(1, None, store.events.counts)
+    streams, cursor = store.streams.list(1, None)
     assert [s.stream_id for s in streams] == ["bed-1"] and streams[0].segment_count == 2
     assert streams[0].last_segment_end == T0 + timedelta(seconds=180)
-    rest, end = store.streams.list(1, cursor, store.events.counts)
+    rest, end = store.streams.list(1, cursor)
     assert [s.stream_id for s in rest] == ["icu-2"] and end is None
 
 
