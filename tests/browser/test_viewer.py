@@ -7,6 +7,7 @@ playback clock) and at what the API stored.
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from service.schemas import to_epoch
@@ -85,6 +86,7 @@ def open_timeline(page, live_server: LiveServer, stream_id: str = STREAM) -> Non
 def test_sign_in_and_streams_list(page, live_server: LiveServer):
     page.goto(live_server.base_url + "/")
     page.wait_for_selector("#api-key")
+    assert page.locator("#nav").is_hidden() and page.locator("#sign-out").is_hidden()
     screenshot(page, "01-sign-in")
     page.fill("#api-key", "vgl_not-a-key")
     page.click("form.signin button[type=submit]")
@@ -292,3 +294,19 @@ def test_admin_starts_retraining_from_labeled_intervals(page, live_server: LiveS
     assert job["spec"]["method"] == "atcon_guided_backprop"
     assert job["spec"]["hyperparameters"]["epochs"] == 2
     assert [s["stream_id"] for s in job["spec"]["streams"]] == [STREAM]
+
+
+def test_admin_creates_a_key_shown_once(page, live_server: LiveServer):
+    sign_in(page, live_server.base_url, live_server.keys["admin"])
+    page.goto(live_server.base_url + "/#/admin")
+    page.wait_for_selector("#keys-table")
+    own = page.locator("#keys-table tbody tr", has_text="admin tester")
+    assert own.locator("button").count() == 0  # the signed-in key cannot revoke itself here
+    page.fill("#key-name", "nurse station")
+    page.select_option("#key-role", "viewer")
+    page.click("#key-form button[type=submit]")
+    secret = page.locator("code.secret").inner_text()
+    page.wait_for_selector('#keys-table tr:has-text("nurse station")')
+    with httpx.Client(base_url=live_server.base_url) as client:
+        me = client.get("/v1/me", headers={"Authorization": f"Bearer {secret}"}).json()
+    assert me["role"] == "viewer" and me["name"] == "nurse station"

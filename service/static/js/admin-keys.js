@@ -3,7 +3,8 @@
 import { all, json } from "./api.js";
 import { fmtDateTime, h, mount, ms, toast } from "./dom.js";
 
-export async function renderKeys(box) {
+/** `ownKeyId`: the signed-in key, which cannot be revoked from here (it would lock the tab out). */
+export async function renderKeys(box, ownKeyId = "") {
   const list = h("div", {});
   const shown = h("div", { role: "status" });
   const name = h("input", { id: "key-name", required: true, maxlength: 100, autocomplete: "off" });
@@ -15,7 +16,7 @@ export async function renderKeys(box) {
   const refresh = async () => {
     try {
       const keys = await all("/v1/admin/keys", { limit: 100 });
-      mount(list, keysTable(keys, refresh));
+      mount(list, keysTable(keys, refresh, ownKeyId));
     } catch (err) {
       mount(list, h("p", { role: "alert" }, `Could not load keys: ${err.message}`));
     }
@@ -37,13 +38,14 @@ export async function renderKeys(box) {
   await refresh();
 }
 
-function keysTable(keys, refresh) {
+function keysTable(keys, refresh, ownKeyId) {
   return h("div", { class: "table-wrap" }, h("table", { class: "data", id: "keys-table" },
     h("thead", {}, h("tr", {}, ["Name", "Role", "Key id", "Created", "State"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, keys.map((k) => h("tr", { dataset: { keyId: k.key_id } },
       h("th", { scope: "row" }, k.name), h("td", {}, k.role), h("td", { class: "mono small" }, k.key_id),
       h("td", {}, fmtDateTime(ms(k.created_at))),
-      h("td", {}, k.revoked_at ? `revoked ${fmtDateTime(ms(k.revoked_at))}` : revokeButton(k, refresh)))))));
+      h("td", {}, k.revoked_at ? `revoked ${fmtDateTime(ms(k.revoked_at))}`
+        : k.key_id === ownKeyId ? h("span", { class: "muted" }, "this key (signed in)") : revokeButton(k, refresh)))))));
 }
 
 function revokeButton(key, refresh) {

@@ -9,7 +9,7 @@ import { renderTrainingForm } from "./admin-train.js";
 const JOBS_STORAGE = "vigil.trainingJobs";
 const POLL_MS = 3000;
 
-export async function render(main) {
+export async function render(main, { session }) {
   document.title = "Admin · Vigil";
   const modelsBox = h("div", {}, h("p", { class: "muted" }, "Loading models…"));
   const jobsBox = h("div", {}, h("p", { class: "muted" }, "Loading training jobs…"));
@@ -52,7 +52,7 @@ export async function render(main) {
       refreshJobs();
     },
   });
-  renderKeys(keysBox);
+  renderKeys(keysBox, session.keyId);
   return () => {
     state.stopped = true;
     clearTimeout(state.timer);

@@ -123,7 +123,7 @@ export async function blobUrl(path, { signal, onProgress } = {}) {
 export async function whoAmI(key) {
   try {
     const me = await json("/v1/me", { key });
-    if (me && me.role) return { role: me.role, name: me.name || me.key_id || "" };
+    if (me && me.role) return { role: me.role, name: me.name || me.key_id || "", keyId: me.key_id || "" };
   } catch (err) {
     if (err.status === 401 || err.status === 0) throw err;
     if (err.status !== 404 && err.status !== 405) throw err;
@@ -131,9 +131,9 @@ export async function whoAmI(key) {
   await json("/v1/streams?limit=1", { key }); // 401 here: the key is not valid at all
   try {
     await json("/v1/admin/models?limit=1", { key });
-    return { role: "admin", name: "" };
+    return { role: "admin", name: "", keyId: "" };
   } catch (err) {
-    if (err.status === 403) return { role: "viewer", name: "" };
+    if (err.status === 403) return { role: "viewer", name: "", keyId: "" };
     throw err;
   }
 }

@@ -9,6 +9,7 @@ const ROLE_STORAGE = "vigil.role";
 export const session = {
   role: null,
   name: "",
+  keyId: "",
   get isAdmin() {
     return this.role === "admin";
   },
@@ -121,6 +122,7 @@ async function signIn(key) {
   storeKey(key);
   session.role = me.role;
   session.name = me.name;
+  session.keyId = me.keyId;
   sessionStorage.setItem(ROLE_STORAGE, JSON.stringify(me));
   showChrome(true);
   if (!location.hash || location.hash === "#/" || location.hash.startsWith("#/signin")) {
@@ -135,6 +137,7 @@ function signOut(message = "") {
   sessionStorage.removeItem(ROLE_STORAGE);
   session.role = null;
   session.name = "";
+  session.keyId = "";
   if (cleanup) {
     cleanup();
     cleanup = null;
