@@ -138,9 +138,16 @@ def test_timeline_zoom_and_keyboard(page, live_server: LiveServer):
     assert span() < before
     svg.focus()
     page.keyboard.press("0")  # fit again
+    fitted = (int(svg.get_attribute("data-view-start")), span())
     start_before = int(svg.get_attribute("data-view-start"))
     page.keyboard.press("ArrowRight")
     assert int(svg.get_attribute("data-view-start")) > start_before
+    page.select_option("#tl-preset", "900")  # the stream's last 15 minutes of activity
+    assert span() == 900_000
+    assert int(svg.get_attribute("data-view-end")) == round(to_epoch(at(30.0)) * 1000)
+    svg.focus()
+    page.keyboard.press("0")
+    assert (int(svg.get_attribute("data-view-start")), span()) == fitted
     page.keyboard.press("Tab")  # into the bars: Enter opens the focused event
     focused = page.evaluate("document.activeElement.dataset.eventId")
     assert focused in {e[0] for e in EVENTS}

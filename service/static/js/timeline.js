@@ -48,7 +48,7 @@ class TimelinePage {
     this.toInput = h("input", { type: "datetime-local", step: "1", id: id("to") });
     this.preset = h("select", { id: id("preset") },
       h("option", { value: "" }, "Choose…"),
-      PRESETS.map(([v, t]) => h("option", { value: v }, `Last ${t}`)),
+      PRESETS.map(([v, t]) => h("option", { value: v }, `Last ${t} of activity`)),
       h("option", { value: "fit" }, "All loaded events"));
     this.live = h("input", { type: "checkbox", id: id("live"), checked: true });
     this.markBtn = h("button", { type: "button", class: "btn", id: id("mark"), "aria-pressed": "false",
@@ -135,6 +135,7 @@ class TimelinePage {
     const streams = await all("/v1/streams", { limit: 100 });
     const summary = streams.find((st) => st.stream_id === this.streamId);
     const last = summary ? ms(summary.last_segment_end) : Date.now();
+    this.lastActivity = last;
     await this.load(last - 86400e3, last + 60e3);
     this.view.setView(last - 3600e3, last + 60e3, { notify: false });
     return this.events.size > 0;
@@ -221,8 +222,9 @@ class TimelinePage {
     const v = this.preset.value;
     if (v === "fit") this.view.fit();
     else if (v) {
-      const latest = Math.max(Date.now(), ...[...this.events.values()].map((e) => e._end));
-      const end = Math.min(Date.now(), latest);
+      // "Last hour" means the stream's last hour of activity: recordings may be historical.
+      const latest = Math.max(this.lastActivity || 0, ...[...this.events.values()].map((e) => e._end));
+      const end = latest > 0 ? latest : Date.now();
       this.view.setView(end - Number(v) * 1000, end);
     }
   }
