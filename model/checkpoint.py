@@ -8,7 +8,6 @@ loading never unpickles.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import tempfile
 from dataclasses import dataclass
@@ -17,8 +16,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
-from safetensors import safe_open
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_save
 from torch import nn
 
@@ -43,7 +42,9 @@ class CheckpointMeta(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     format_version: int = FORMAT_VERSION
-    version: str = Field(description="Model version id, unique in a registry (e.g. 'm-20261129-1a2b3c').")
+    version: str = Field(
+        description="Model version id, unique in a registry (e.g. 'm-20261129-1a2b3c')."
+    )
     arch: Architecture
     classes: list[str] = Field(min_length=1)
     input_size: int = 224
@@ -55,7 +56,9 @@ class CheckpointMeta(BaseModel):
     metrics: dict[str, Any] = Field(default_factory=dict)
     parent_version: str | None = None
     created_at: str = Field(default_factory=lambda: datetime.now(UTC).isoformat())
-    content_hash: str = Field(default="", description="sha256 over tensor names, dtypes, shapes and bytes.")
+    content_hash: str = Field(
+        default="", description="sha256 over tensor names, dtypes, shapes and bytes."
+    )
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -85,28 +88,53 @@ def content_hash(state: dict[str, torch.Tensor]) -> str:
     for name in sorted(state):
         tensor = state[name].detach().to("cpu").contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
+        if tensor.numel():
+            digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
     return digest.hexdigest()
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
-    """Write ``model``'s state dict and ``meta`` atomically to ``path``; returns the stored meta
-    (with ``content_hash`` filled in)."""
+def write_atomic(path: str | Path, blob: bytes) -> None:
+    """Write ``blob`` to ``path`` atomically: a temporary file in the same folder, fsync,
+    ``os.replace``, then fsync of the folder. Readers see the old file or the new one, never a
+    partial one; a failed write leaves no temporary file behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
-    meta = meta.model_copy(update={"content_hash": content_hash(state)})
-    blob = safetensors_save(state, metadata={METADATA_KEY: meta.model_dump_json()})
     fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(blob)
             handle.flush()
             os.fsync(handle.fileno())
+        # mkstemp creates 0600 files; other local users (a separate worker account) must read it.
+        # (Not derived from the umask: reading the umask means setting it, which races threads.)
+        os.chmod(tmp_name, 0o644)
         os.replace(tmp_name, path)
     except BaseException:
         Path(tmp_name).unlink(missing_ok=True)
         raise
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:  # pragma: no cover - platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
+    """Write ``model``'s state dict and ``meta`` atomically to ``path``; returns the stored meta
+    (with ``content_hash`` filled in)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = meta.model_copy(update={"content_hash": content_hash(state)})
+    blob = safetensors_save(state, metadata={METADATA_KEY: meta.model_dump_json()})
+    write_atomic(path, blob)
     return meta
 
 
@@ -115,11 +143,16 @@ def read_meta(path: str | Path) -> CheckpointMeta:
     try:
         with safe_open(str(path), framework="pt") as handle:
             raw = (handle.metadata() or {}).get(METADATA_KEY)
-    except (OSError, ValueError, RuntimeError) as exc:  # safetensors raises SafetensorError (OSError)
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        # SafetensorError derives from Exception only (not OSError): a pickle or any other
+        # non-safetensors file lands here and is never unpickled.
         raise CheckpointError(f"{path}: not a safetensors file ({exc})") from exc
     if raw is None:
         raise CheckpointError(f"{path}: no Vigil metadata in the header")
-    return CheckpointMeta.model_validate(json.loads(raw))
+    try:
+        return CheckpointMeta.model_validate_json(raw)
+    except ValidationError as exc:
+        raise CheckpointError(f"{path}: invalid Vigil metadata ({exc})") from exc
 
 
 def load_checkpoint(
@@ -133,7 +166,12 @@ def load_checkpoint(
     if verify and meta.content_hash and content_hash(state) != meta.content_hash:
         raise CheckpointError(f"{path}: tensor content does not match its recorded hash")
     model = build_detector(meta.arch, len(meta.classes), reflect_padding=meta.reflect_padding)
-    model.load_state_dict(state, strict=True)
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"{path}: tensors do not fit {meta.arch} with {len(meta.classes)} classes"
+        ) from exc
     model.eval().to(device)
     return LoadedModel(model=model, meta=meta)
 

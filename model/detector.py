@@ -33,12 +33,14 @@ def build_detector(
     Args:
         arch: ``resnet18``, ``resnet34`` or ``resnet50``.
         num_classes: number of independent (sigmoid) outputs.
-        weights: ``None`` (random init); a local file (``.safetensors`` or a torchvision
-            ``.pth`` state dict, loaded with ``weights_only=True``) holding backbone weights
-            (an ``fc`` of another shape is ignored); or a torchvision weights name such as
+        weights: ``None`` (random init); a local file (``.safetensors``, e.g. a Vigil
+            checkpoint, or a torchvision ``.pth`` state dict, loaded with ``weights_only=True``)
+            holding backbone weights (its ``fc`` is loaded when it has this head's shape and
+            ignored otherwise); or a torchvision weights name such as
             ``"IMAGENET1K_V1"`` / ``"ResNet50_Weights.IMAGENET1K_V2"``, which must already be in
             the torch hub cache (this machine has no internet).
-        reflect_padding: use reflect padding in every padded convolution (the ATCON paper's setting).
+        reflect_padding: use reflect padding in every padded convolution (the ATCON paper's
+            setting; needs inputs of at least 64x64 so that layer4's maps are >= 2x2).
 
     Returns:
         The model in training mode; ``model(x)`` maps ``(B,3,H,W) float32`` to ``(B,num_classes)``
@@ -49,19 +51,30 @@ def build_detector(
     if num_classes < 1:
         raise ValueError("num_classes must be >= 1")
     model: models.ResNet = getattr(models, arch)(weights=None)
-    if weights is not None:
-        state = _resolve_weights(arch, weights)
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        missing = [k for k in missing if not k.startswith("fc.")]
-        if missing or unexpected:
-            raise WeightsError(
-                f"weights do not fit {arch}: missing={missing[:5]} unexpected={unexpected[:5]}"
-            )
     model.fc = nn.Linear(model.fc.in_features, num_classes)
+    if weights is not None:
+        _load_weights(model, arch, _resolve_weights(arch, weights))
     if reflect_padding:
         use_reflect_padding(model)
     return model
+
+
+def _load_weights(model: models.ResNet, arch: str, state: dict[str, torch.Tensor]) -> None:
+    # Checkpoints saved from DataParallel / DistributedDataParallel prefix every key.
+    state = {k.removeprefix("module."): v for k, v in state.items()}
+    head = model.fc.state_dict()
+    if any(f"fc.{k}" not in state or state[f"fc.{k}"].shape != v.shape for k, v in head.items()):
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # shape mismatches raise even with strict=False
+        raise WeightsError(f"weights do not fit {arch}: {str(exc)[:300]}") from exc
+    # Older state dicts lack BatchNorm's num_batches_tracked; it is unused in eval/frozen mode.
+    missing = [k for k in missing if not k.startswith("fc.") and "num_batches_tracked" not in k]
+    if missing or unexpected:
+        raise WeightsError(
+            f"weights do not fit {arch}: missing={missing[:5]} unexpected={unexpected[:5]}"
+        )
 
 
 def gradcam_layer(model: nn.Module) -> nn.Module:

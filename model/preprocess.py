@@ -17,7 +17,7 @@ IMAGENET_STD: tuple[float, float, float] = (0.229, 0.224, 0.225)
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """Resize to ``input_size`` x ``input_size`` (bilinear, antialiased) and normalise per channel."""
+    """Resize to ``input_size`` x ``input_size`` (bilinear, antialiased); normalise per channel."""
 
     input_size: int = 224
     mean: tuple[float, float, float] = IMAGENET_MEAN
