@@ -1,0 +1,279 @@
+"""Benchmark: batched Grad-CAM and one ATCON training step, side by side with their references.
+
+Run (CPU, the issue's setting)::
+
+    .venv/bin/python benchmarks/bench_attention.py --out bench-attention.json
+
+GPU run::
+
+    .venv/bin/python benchmarks/bench_attention.py --device cuda --batch 32 \
+        --out bench-attention-gpu.json
+
+Measured in one process, interleaved round by round so that load from other processes on a
+shared machine hits every method alike; each figure is the median over the rounds.
+
+- Grad-CAM frames/s: ours (raw maps + the display form) vs a forward pass alone (``no_grad``)
+  vs ``pytorch_grad_cam.GradCAM`` (which returns the display form).
+- ATCON step (consistency loss, backward, Adam) vs a per-image loop that follows the paper's
+  code: each Grad-CAM by a backward pass that runs to the input with ``create_graph=True``,
+  Guided Backprop on a forward pass of its own with ReLUs swapped for a guided Function, one
+  image at a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
+
+from model.atcon import consistency_loss  # noqa: E402
+from model.attention import grad_cam, grad_cam_display  # noqa: E402
+from model.detector import build_detector, gradcam_layer  # noqa: E402
+
+
+# ---------------------------------------------------------------- the paper-style per-image loop
+class _GuidedReLUFn(torch.autograd.Function):
+    """Guided ReLU as in the reference code: non-differentiable masks on input and gradient."""
+
+    @staticmethod
+    def forward(ctx, inp: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inp)
+        return inp.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (inp,) = ctx.saved_tensors
+        return grad * (inp > 0).to(grad.dtype) * (grad > 0).to(grad.dtype)
+
+
+class _GuidedReLU(nn.Module):
+    def forward(self, inp: Tensor) -> Tensor:
+        return _GuidedReLUFn.apply(inp)
+
+
+def _loop_grad_cam(model: nn.Module, layer: nn.Module, img: Tensor, cls: int | None):
+    store: dict[str, Tensor] = {}
+
+    def hook(_m: nn.Module, _i: object, out: Tensor) -> None:
+        store["a"] = out
+        out.register_hook(lambda g: store.__setitem__("g", g))
+
+    handle = layer.register_forward_hook(hook)
+    try:
+        inp = img[None].detach().requires_grad_(True)
+        logits = model(inp)
+        cls = int(logits.argmax()) if cls is None else cls
+        torch.autograd.grad(logits[0, cls], inp, create_graph=True)  # runs to the input
+    finally:
+        handle.remove()
+    acts, grads = store["a"][0], store["g"][0]
+    return cls, (grads.mean(dim=(1, 2))[:, None, None] * acts).sum(0)
+
+
+def _loop_guided(model: nn.Module, img: Tensor, cls: int) -> Tensor:
+    swapped = []
+    for parent in list(model.modules()):
+        for name, child in list(parent.named_children()):
+            if isinstance(child, nn.ReLU):
+                parent._modules[name] = _GuidedReLU()
+                swapped.append((parent, name, child))
+    try:
+        inp = img[None].detach().requires_grad_(True)
+        (g,) = torch.autograd.grad(model(inp)[0, cls], inp, create_graph=True)
+    finally:
+        for parent, name, child in swapped:
+            parent._modules[name] = child
+    return g[0].abs().sum(0)
+
+
+def loop_consistency_loss(model: nn.Module, layer: nn.Module, x: Tensor, w: float = 8.0) -> Tensor:
+    """The paper's structure, one image at a time (values equal :func:`consistency_loss`)."""
+    total = x.new_zeros(())
+    for img in x:
+        cls, cam = _loop_grad_cam(model, layer, img, None)
+        g = _loop_guided(model, img, cls)
+        mask = torch.sigmoid(w * (g - (g.mean() + g.std() / 2)))
+        _, cam2 = _loop_grad_cam(model, layer, mask[None] * img, cls)
+        a = torch.sigmoid((cam - cam.mean()) / cam.std())
+        b = torch.sigmoid((cam2 - cam2.mean()) / cam2.std())
+        va, vb = a - a.mean(), b - b.mean()
+        den = va.pow(2).sum().sqrt() * vb.pow(2).sum().sqrt()
+        total = total + (-(va * vb).sum() / den if den > 0 else 0.0)
+    return total / x.shape[0]
+
+
+# ---------------------------------------------------------------------------------- measurement
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn: Callable[[], object], device: torch.device) -> tuple[float, float]:
+    """``(wall seconds, process CPU seconds)`` of one call."""
+    _sync(device)
+    wall, cpu = time.perf_counter(), time.process_time()
+    fn()
+    _sync(device)
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def _interleaved(
+    methods: dict[str, Callable[[], object]], rounds: int, warmup: int, device: torch.device
+) -> dict[str, tuple[float, float]]:
+    """Median ``(wall, cpu)`` seconds per method, the methods taking turns in every round.
+
+    CPU time is reported too: on a shared machine wall time includes waiting for other
+    processes, while CPU time counts only the work done (robust with one thread).
+    """
+    for _ in range(warmup):
+        for fn in methods.values():
+            fn()
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in methods}
+    for _ in range(rounds):
+        for name, fn in methods.items():
+            times[name].append(_timed(fn, device))
+    return {
+        name: (statistics.median(t[0] for t in values), statistics.median(t[1] for t in values))
+        for name, values in times.items()
+    }
+
+
+def bench_grad_cam(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    from pytorch_grad_cam import GradCAM
+
+    torch.manual_seed(0)
+    model = build_detector("resnet18", args.classes).to(device).eval()
+    layer = gradcam_layer(model)
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    oracle_model = copy.deepcopy(model)
+    oracle = GradCAM(oracle_model, [gradcam_layer(oracle_model)])
+
+    def forward_only() -> None:
+        with torch.no_grad():
+            model(x)
+
+    def ours() -> None:
+        with torch.no_grad():
+            grad_cam_display(grad_cam(model, layer, x), (args.size, args.size))
+
+    def reference() -> None:
+        oracle(x, None)
+
+    try:
+        seconds = _interleaved({"forward_only": forward_only, "ours": ours,
+                                "pytorch_grad_cam": reference}, args.rounds, 1, device)
+    finally:
+        oracle.activations_and_grads.release()
+    return {f"{k}_frames_per_s": args.batch / wall for k, (wall, _) in seconds.items()} | {
+        f"{k}_cpu_frames_per_s": args.batch / cpu for k, (_, cpu) in seconds.items()}
+
+
+def bench_atcon_step(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    torch.manual_seed(0)
+    base = build_detector("resnet18", args.classes, reflect_padding=True).to(device).eval()
+    x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+    models = {"ours": base, "loop": copy.deepcopy(base)}
+    optims = {k: torch.optim.Adam(m.parameters(), lr=1e-9) for k, m in models.items()}
+    losses = {"ours": consistency_loss, "loop": loop_consistency_loss}
+
+    def step(name: str) -> Callable[[], None]:
+        model, opt, loss_fn = models[name], optims[name], losses[name]
+
+        def run() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss = loss_fn(model, gradcam_layer(model), x)
+            loss.backward()
+            opt.step()
+
+        return run
+
+    seconds = _interleaved({"ours": step("ours"), "loop": step("loop")}, args.step_rounds, 1,
+                           device)
+    return {f"{k}_step_s": wall for k, (wall, _) in seconds.items()} | {
+        f"{k}_step_cpu_s": cpu for k, (_, cpu) in seconds.items()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--classes", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=7, help="Grad-CAM timing rounds")
+    parser.add_argument("--step-rounds", type=int, default=3, help="ATCON step timing rounds")
+    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    parser.add_argument("--out", type=Path, default=None, help="write the figures as JSON")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    cam = bench_grad_cam(args, device)
+    step = bench_atcon_step(args, device)
+    result = {
+        "setting": {"arch": "resnet18", "device": str(device), "batch": args.batch,
+                    "size": args.size, "threads": torch.get_num_threads(),
+                    "torch": torch.__version__, "machine": platform.processor() or
+                    platform.machine()},
+        "grad_cam": cam | {
+            "ours_vs_forward_only": cam["ours_frames_per_s"] / cam["forward_only_frames_per_s"],
+            "ours_vs_pytorch_grad_cam": cam["ours_frames_per_s"]
+            / cam["pytorch_grad_cam_frames_per_s"],
+            "cpu_ours_vs_forward_only": cam["ours_cpu_frames_per_s"]
+            / cam["forward_only_cpu_frames_per_s"],
+            "cpu_ours_vs_pytorch_grad_cam": cam["ours_cpu_frames_per_s"]
+            / cam["pytorch_grad_cam_cpu_frames_per_s"],
+        },
+        "atcon_step": step | {
+            "speedup_vs_loop": step["loop_step_s"] / step["ours_step_s"],
+            "cpu_speedup_vs_loop": step["loop_step_cpu_s"] / step["ours_step_cpu_s"],
+        },
+    }
+    _print_table(result)
+    if args.out is not None:
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    return 0
+
+
+def _print_table(result: dict) -> None:
+    cam, step, s = result["grad_cam"], result["atcon_step"], result["setting"]
+    rows = [
+        ("Grad-CAM, forward only (no_grad)", f"{cam['forward_only_frames_per_s']:.1f}",
+         f"{cam['forward_only_cpu_frames_per_s']:.1f}", "frames/s", ""),
+        ("Grad-CAM, ours (raw + display)", f"{cam['ours_frames_per_s']:.1f}",
+         f"{cam['ours_cpu_frames_per_s']:.1f}", "frames/s",
+         f"{cam['ours_vs_forward_only']:.2f}x / {cam['cpu_ours_vs_forward_only']:.2f}x "
+         "forward-only (target >= 0.9)"),
+        ("Grad-CAM, pytorch_grad_cam.GradCAM", f"{cam['pytorch_grad_cam_frames_per_s']:.1f}",
+         f"{cam['pytorch_grad_cam_cpu_frames_per_s']:.1f}", "frames/s",
+         f"ours {cam['ours_vs_pytorch_grad_cam']:.2f}x / {cam['cpu_ours_vs_pytorch_grad_cam']:.2f}x"
+         " (target >= 2.5)"),
+        ("ATCON step, per-image loop", f"{step['loop_step_s']:.3f}",
+         f"{step['loop_step_cpu_s']:.3f}", "s", ""),
+        ("ATCON step, ours (batched)", f"{step['ours_step_s']:.3f}",
+         f"{step['ours_step_cpu_s']:.3f}", "s",
+         f"{step['speedup_vs_loop']:.2f}x / {step['cpu_speedup_vs_loop']:.2f}x the loop "
+         "(target >= 2.5 CPU, >= 10 GPU)"),
+    ]
+    print(f"resnet18, {s['size']}x{s['size']}, batch {s['batch']}, {s['device']}, "
+          f"{s['threads']} threads, torch {s['torch']}")
+    print(f"  {'':<36} {'wall':>9} {'cpu':>9}            ratio wall / cpu")
+    for name, wall, cpu, unit, ratio in rows:
+        print(f"  {name:<36} {wall:>9} {cpu:>9} {unit:<9}  {ratio}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
