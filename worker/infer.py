@@ -124,13 +124,19 @@ class Detector:
         return consistency_score(self.model, self.layer, x, target).float().cpu()
 
     def attribution(
-        self, frame: Tensor, class_index: int, method: AttributionMethod = "gradcam"
+        self,
+        frame: Tensor,
+        class_index: int,
+        method: AttributionMethod = "gradcam",
+        *,
+        ig_steps: int = 32,
     ) -> Tensor:
         """One heat map for one frame and class, at the frame's size.
 
         ``(3,h,w) uint8`` -> ``(h,w) float32`` in ``[0, 1]`` (CPU). Grad-CAM uses its display form
         (ReLU, upsampling, min-max); the pixel-level methods use ``sum_c |attribution|``, clipped
         at its 99th percentile and smoothed slightly so that the blend stays legible.
+        ``ig_steps`` is the number of Integrated Gradients steps (Gauss-Legendre, as Captum).
         """
         x = self.prepare([frame])
         target = torch.tensor([class_index], device=self.device)
@@ -141,7 +147,9 @@ class Detector:
         if method == "guided_backprop":
             grads = guided_backprop(self.model, x, target)
         elif method == "integrated_gradients":
-            grads = integrated_gradients(self.model, x, target, steps=32, internal_batch_size=8)
+            grads = integrated_gradients(
+                self.model, x, target, steps=ig_steps, internal_batch_size=8
+            )
         else:
             raise ValueError(f"unknown attribution method {method!r}")
         return pixel_map(grads.float(), size)[0].cpu()

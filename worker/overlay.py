@@ -114,6 +114,7 @@ def render_overlay(
     max_side: int | None = 640,
     quality: int = 85,
     limits: VideoLimits | None = None,
+    ig_steps: int = 32,
 ) -> bytes:
     """The overlay of ``method`` for ``label`` on the frame at ``time_s`` (seconds from the
     stream start; the first frame at or after it), as JPEG bytes.
@@ -126,7 +127,9 @@ def render_overlay(
         raise ValueError(f"unknown label {label!r}; the model knows {loaded.meta.classes}")
     sample = read_frame_at(video_path, time_s, max_side=max_side, limits=limits)
     detector = Detector(loaded)
-    heat = detector.attribution(sample.frame, loaded.meta.classes.index(label), method)
+    heat = detector.attribution(
+        sample.frame, loaded.meta.classes.index(label), method, ig_steps=ig_steps
+    )
     return overlay_jpeg(sample.frame, heat, quality=quality)
 
 

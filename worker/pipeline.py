@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +28,7 @@ from model.checkpoint import LoadedModel
 from worker.decode import (
     DecodeError,
     DecodeOptions,
+    ProbeResult,
     SampledFrame,
     ThreadType,
     VideoDecoder,
@@ -137,6 +138,17 @@ class SegmentResult(BaseModel):
     timings: Timings = Field(default_factory=Timings)
 
 
+class FrameSource(Protocol):
+    """Where sampled frames come from: a :class:`worker.decode.VideoDecoder`, or anything that
+    iterates :class:`SampledFrame` in time order and describes its stream (e.g. pre-decoded
+    frames in a benchmark)."""
+
+    info: ProbeResult
+    truncation: DecodeError | None
+
+    def __iter__(self) -> Iterator[SampledFrame]: ...
+
+
 def analyze_file(
     path: str | Path,
     loaded: LoadedModel,
@@ -159,16 +171,30 @@ def analyze_file(
             ``options.on_truncated == "fail"`` and the file breaks off).
     """
     options = options or AnalyzeOptions()
+    with VideoDecoder(path, options.decode_options()) as video:
+        return analyze_source(
+            video, path, loaded, options=options, overlay_dir=overlay_dir, progress=progress
+        )
+
+
+def analyze_source(
+    source: FrameSource,
+    path: str | Path,
+    loaded: LoadedModel,
+    *,
+    options: AnalyzeOptions,
+    overlay_dir: str | Path | None = None,
+    progress: ProgressFn | None = None,
+) -> SegmentResult:
+    """:func:`analyze_file` over an open frame source; ``path`` names the video (and is re-read
+    by seeking for a key frame that was not kept in memory)."""
     started = time.perf_counter()
     detector = Detector(loaded)
-    with VideoDecoder(path, options.decode_options()) as video:
-        scored = _score_stream(video, detector, options, progress)
-        truncation = video.truncation
-        info = video.info
+    scored = _score_stream(source, detector, options, progress)
+    truncation = source.truncation
     if truncation is not None and options.on_truncated == "fail":
         raise truncation
     event_start = time.perf_counter()
-    duration = _duration(info.duration_s, scored.t_s, options.step_s, truncation is not None)
     found = detect_events(
         scored.t_s,
         {label: scored.scores[:, i].tolist() for i, label in enumerate(detector.classes)},
@@ -182,12 +208,13 @@ def analyze_file(
     scored.timings.total_s = time.perf_counter() - started
     if progress is not None:
         progress(1.0)
+    info = source.info
     return SegmentResult(
         video=str(path),
         model_version=loaded.meta.version,
         classes=detector.classes,
         fps_analysed=options.fps,
-        duration_s=duration,
+        duration_s=_duration(info.duration_s, scored.t_s, options.step_s, truncation is not None),
         stream_start_s=info.start_s,
         width=info.width,
         height=info.height,
@@ -218,7 +245,7 @@ class _Scored:
 
 
 def _score_stream(
-    video: VideoDecoder, detector: Detector, options: AnalyzeOptions, progress: ProgressFn | None
+    video: FrameSource, detector: Detector, options: AnalyzeOptions, progress: ProgressFn | None
 ) -> _Scored:
     """Run inference over the decoder's frames, batch by batch, while a thread decodes ahead."""
     off = [detector.meta.thresholds_for(c).off for c in detector.classes]
@@ -257,7 +284,7 @@ class _FrameFeeder:
 
     _END = object()
 
-    def __init__(self, video: VideoDecoder, size: int) -> None:
+    def __init__(self, video: FrameSource, size: int) -> None:
         self._video = video
         self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
         self._stop = threading.Event()
@@ -420,6 +447,7 @@ def _duration(header_s: float | None, times: list[float], step_s: float, truncat
 __all__ = [
     "AnalyzeOptions",
     "FrameScores",
+    "FrameSource",
     "PeakFrames",
     "ProgressFn",
     "SegmentEvent",
@@ -427,5 +455,6 @@ __all__ = [
     "Timings",
     "Truncation",
     "analyze_file",
+    "analyze_source",
     "overlay_name",
 ]

@@ -68,7 +68,7 @@ def test_render_overlay_any_time_and_method(
     tiny_loaded: LoadedModel, tmp_path: Path, method: str
 ) -> None:
     clip = event_clip(tmp_path / "c.mp4", {"blue_square": [(1.0, 2.0)]}, 3.0)
-    jpeg = render_overlay(clip, 1.3, method, tiny_loaded, "blue_square")  # type: ignore[arg-type]
+    jpeg = render_overlay(clip, 1.3, method, tiny_loaded, "blue_square", ig_steps=8)  # type: ignore[arg-type]
     image = read_jpeg(jpeg)
     assert image.shape == (3, HEIGHT, WIDTH)
 
