@@ -1,0 +1,210 @@
+"""Fixed training recipes, above all the default detector that ``vigil analyze``/``demo`` use.
+
+No pretrained weights can be downloaded and a trained ResNet-18 (about 45 MB) is too large to
+commit, so the default detector is trained on first use: synthetic clips from rooms 0-23 are
+rendered in memory, a ResNet-18 is trained from scratch at 112 px, the best epoch on validation
+rooms is kept (its per-class thresholds come from the validation F1), and the checkpoint is
+cached under ``~/.cache/vigil`` keyed by the recipe's hash, so later calls return at once.
+``run_recipe("default", out)`` (``vigil train --recipe default``) does the same into a folder and
+also measures the model on held-out test rooms (the numbers in ``docs/model-card.md``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_CACHE = Path("~/.cache/vigil")
+
+
+class CorpusSpec(BaseModel):
+    """A synthetic corpus: which rooms and clips, rendered at what rate and size."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    rooms: int
+    clips_per_room: int
+    room_offset: int
+    duration_s: float = 20.0
+    width: int = 160
+    height: int = 120
+    seed: int = 0
+    fps: float = 1.0
+    event_fps: float = 5.0
+
+
+class Recipe(BaseModel):
+    """Everything that determines a recipe's model (hashing it names the cached checkpoint)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    version: int
+    classes: tuple[str, ...]
+    train: CorpusSpec
+    val: CorpusSpec
+    test: CorpusSpec
+    train_config: dict[str, Any]
+
+    def digest(self) -> str:
+        """sha256 of the recipe (12 hex digits)."""
+        return hashlib.sha256(self.model_dump_json().encode()).hexdigest()[:12]
+
+
+DEFAULT_RECIPE = Recipe(
+    name="default",
+    version=1,
+    classes=("person_present", "multiple_people", "falling", "fallen"),
+    # Rooms 0-23 train, 900-903 validate, 950-957 test: three disjoint sets of rooms.
+    train=CorpusSpec(rooms=24, clips_per_room=3, room_offset=0, fps=1.0, event_fps=5.0),
+    val=CorpusSpec(rooms=4, clips_per_room=3, room_offset=900, fps=1.0, event_fps=5.0),
+    test=CorpusSpec(rooms=8, clips_per_room=3, room_offset=950, fps=2.0, event_fps=0.0),
+    train_config={
+        "arch": "resnet18",
+        "input_size": 112,
+        "mode": "supervised",
+        "lr": 1e-3,
+        "epochs": 2,
+        "batch_size": 16,
+        "freeze_bn": False,
+        "seed": 0,
+        "val_consistency_frames": 0,
+        "eval_batch_size": 64,
+    },
+)
+RECIPES: dict[str, Recipe] = {"default": DEFAULT_RECIPE}
+
+
+def ensure_default_detector(cache_dir: Path | None = None, *, progress: bool = True) -> Path:
+    """The default detector's checkpoint, training it on first use (about 3 minutes on 2 cores).
+
+    Args:
+        cache_dir: where checkpoints are cached (default ``~/.cache/vigil``).
+        progress: show progress bars while rendering and training.
+
+    Returns:
+        Path of ``default-<recipe hash>.safetensors`` in ``cache_dir``.
+    """
+    return ensure_recipe(DEFAULT_RECIPE, cache_dir, progress=progress)
+
+
+def ensure_recipe(recipe: Recipe, cache_dir: Path | None = None, *, progress: bool = True) -> Path:
+    """``recipe``'s checkpoint from the cache, trained (once, under a file lock) when missing."""
+    import fcntl
+
+    cache = (cache_dir or DEFAULT_CACHE).expanduser()
+    target = cache / f"{recipe.name}-{recipe.digest()}.safetensors"
+    if target.is_file():
+        return target
+    cache.mkdir(parents=True, exist_ok=True)
+    # One process trains; a second caller (e.g. `vigil demo` next to `vigil analyze`) waits.
+    with (cache / f".{recipe.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if target.is_file():
+            return target
+        logger.info("training the %s detector (first use; cached at %s)", recipe.name, target)
+        work = Path(tempfile.mkdtemp(prefix=".train-", dir=cache))
+        try:
+            best = _train(recipe, work, progress=progress, evaluate_test=False)
+            os.replace(best, target)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return target
+
+
+def run_recipe(name: str, out_dir: str | Path, *, progress: bool = True) -> Path:
+    """Train recipe ``name`` into ``out_dir`` and measure it on its held-out test rooms.
+
+    Writes ``out_dir/best.safetensors`` (the checkpoint, test metrics in its metadata under
+    ``test``) and ``out_dir/test_metrics.json``; returns the checkpoint path.
+    """
+    if name not in RECIPES:
+        raise ValueError(f"unknown recipe {name!r}; known: {sorted(RECIPES)}")
+    return _train(RECIPES[name], Path(out_dir), progress=progress, evaluate_test=True)
+
+
+def render_corpus(spec: CorpusSpec, classes: tuple[str, ...], size: int, desc: str, progress: bool):
+    """Render the clips of ``spec`` into memory (see :func:`lab.corpus.render_clip_frames`)."""
+    from tqdm.auto import tqdm
+
+    from lab.corpus import render_clip_frames
+    from lab.synth.writer import SynthConfig
+
+    cfg = SynthConfig(
+        rooms=spec.rooms,
+        clips_per_room=spec.clips_per_room,
+        room_offset=spec.room_offset,
+        duration_s=spec.duration_s,
+        width=spec.width,
+        height=spec.height,
+        seed=spec.seed,
+        classes=classes,
+    )
+    with tqdm(
+        total=spec.rooms * spec.clips_per_room, desc=desc, unit="clip", disable=not progress
+    ) as bar:
+        return render_clip_frames(
+            cfg,
+            fps=spec.fps,
+            size=size,
+            event_fps=spec.event_fps,
+            progress=lambda _d, _t: bar.update(1),
+        )
+
+
+def _train(recipe: Recipe, out_dir: Path, *, progress: bool, evaluate_test: bool) -> Path:
+    from model.train import TrainConfig, train
+
+    config = TrainConfig(classes=list(recipe.classes), **recipe.train_config)
+    size = config.input_size
+    train_set = render_corpus(recipe.train, recipe.classes, size, "render train", progress)
+    val_set = render_corpus(recipe.val, recipe.classes, size, "render val", progress)
+    result = train(
+        config,
+        train_set.frames,
+        None,
+        val_set.frames,
+        out_dir=out_dir,
+        progress=progress,
+        resume=False,
+    )
+    if evaluate_test:
+        test_set = render_corpus(recipe.test, recipe.classes, size, "render test", progress)
+        _add_test_metrics(result.best_checkpoint, test_set.frames, recipe)
+    (out_dir / "recipe.json").write_text(recipe.model_dump_json(indent=2) + "\n")
+    return result.best_checkpoint
+
+
+def _add_test_metrics(path: Path, test, recipe: Recipe) -> dict[str, Any]:
+    """Score the checkpoint at ``path`` on ``test`` (its own thresholds and 0.5) and store it."""
+    import torch
+
+    from model.checkpoint import load_checkpoint, save_checkpoint
+    from model.evaluate import classification_metrics, localisation_mean_iou, predict_logits
+
+    loaded = load_checkpoint(path)
+    meta = loaded.meta
+    logits = predict_logits(loaded.model, test.frames, meta.preprocessing)
+    own = torch.tensor([meta.thresholds_for(c).on for c in meta.classes])
+    metrics = {
+        "at_0.5": classification_metrics(logits, test.targets, test.classes, 0.5),
+        "at_checkpoint_thresholds": classification_metrics(logits, test.targets, test.classes, own),
+        "cam_box_mean_iou": localisation_mean_iou(loaded.model, test, meta.preprocessing),
+        "frames": len(test),
+        "positives": {c: int(v) for c, v in zip(test.classes, test.targets.sum(0), strict=True)},
+        "rooms": f"{recipe.test.room_offset}-{recipe.test.room_offset + recipe.test.rooms - 1}",
+    }
+    meta = meta.model_copy(update={"metrics": {**meta.metrics, "test": metrics}})
+    save_checkpoint(path, loaded.model, meta)
+    (path.parent / "test_metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    return metrics
