@@ -29,6 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--id", dest="worker_id", default=None, help="consumer name (default: host-pid-random)"
     )
+    parser.add_argument(
+        "--no-model-bootstrap",
+        action="store_true",
+        help="do not register a model when the registry is empty (by default VIGIL_MODEL_PATH "
+        "or the default detector is registered and activated)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -44,6 +50,10 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     consumer = build_consumer(settings, grace_s=args.grace, worker_id=args.worker_id)
+    if not args.no_model_bootstrap:
+        from cli.serve import ensure_active_model
+
+        ensure_active_model(consumer.store, settings)
     consumer.install_signal_handlers()
     consumer.run(burst=args.burst, max_jobs=args.max_jobs)
     return 0

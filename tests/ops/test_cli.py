@@ -132,3 +132,43 @@ def test_serve_on_embedded_redis_bootstraps_and_persists(
     finally:
         _stop(proc, second_log)
     assert "First admin API key" not in second_log.read_text()  # printed once, ever
+
+
+_NO_TORCH = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "torchvision", "safetensors"):
+            raise ImportError("the API image has no " + name)
+sys.meta_path.insert(0, Block())
+from cli.main import main
+sys.exit(main(["serve", "--no-worker", "--port", sys.argv[1]]))
+"""
+
+
+def test_api_only_serve_runs_without_torch(tmp_path: Path) -> None:
+    """What the API image runs (deploy/Dockerfile.api has no torch)."""
+    port, log = _free_port(), tmp_path / "api.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VIGIL_")}
+    env.update({"VIGIL_DATA_DIR": str(tmp_path / "data"), "PYTHONPATH": str(REPO)})
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _NO_TORCH, str(port)],
+        env=env,
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            assert proc.poll() is None, log.read_text()[-3000:]
+            try:
+                status, _ = _get(f"http://127.0.0.1:{port}/healthz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                assert time.monotonic() < deadline, log.read_text()[-3000:]
+                time.sleep(0.2)
+        assert status == 200
+        status, body = _get(f"http://127.0.0.1:{port}/readyz")
+        assert status == 503 and body["live_workers"] == 0  # no worker in this process
+    finally:
+        _stop(proc, log)
