@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from model.attention import grad_cam_and_guided, guided_backprop, integrated_gradients
+from model.attention._core import grad_enabled, usable
 from model.attention.gradcam import grad_cam_with_target
 
 SecondMethod = Literal["guided_backprop", "integrated_gradients"]
@@ -122,7 +123,8 @@ def consistency_per_image(
             )
         return attr.abs().sum(dim=1)
 
-    with torch.enable_grad():
+    with grad_enabled():
+        x = usable(x)
         if second == "guided_backprop":
             joint = grad_cam_and_guided(model, layer, x, target, create_graph=create_graph)
             classes, cam, attr_map = joint.target, joint.cam, joint.guided.abs().sum(dim=1)

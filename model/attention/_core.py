@@ -47,7 +47,7 @@ def selected_score(logits: Tensor, target: Tensor) -> Tensor:
     Images do not interact after the last block (pooling and a linear head act per image), so
     the gradient of the sum with respect to image b's activations is that of image b's score.
     """
-    return logits.gather(1, target[:, None]).sum()
+    return logits.gather(1, usable(target)[:, None]).sum()
 
 
 def check_images(x: Tensor) -> None:
@@ -164,8 +164,24 @@ def guided_relus(model: nn.Module) -> Iterator[GuidedGate]:
             handle.remove()
 
 
+@contextmanager
+def grad_enabled() -> Iterator[None]:
+    """Record autograd graphs inside the block, whether the caller is under ``no_grad`` or
+    ``inference_mode``."""
+    with torch.inference_mode(False), torch.enable_grad():
+        yield
+
+
+def usable(x: Tensor) -> Tensor:
+    """``x``, or a normal copy of it when it was made under ``inference_mode`` (such tensors
+    cannot be saved for backward). Call inside :func:`grad_enabled`."""
+    return x.clone() if x.is_inference() else x
+
+
 def input_leaf(x: Tensor) -> Tensor:
-    """``x`` itself when it is already part of a graph, else a detached copy that requires grad."""
+    """``x`` itself when it is already part of a graph, else a detached copy that requires grad.
+    Call inside :func:`grad_enabled`."""
+    x = usable(x)
     return x if x.requires_grad else x.detach().requires_grad_(True)
 
 

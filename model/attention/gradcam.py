@@ -14,8 +14,10 @@ from torch import Tensor, nn
 from model.attention._core import (
     capture_layer,
     check_images,
+    grad_enabled,
     resolve_target,
     selected_score,
+    usable,
     weighted_cam,
 )
 
@@ -58,9 +60,9 @@ def grad_cam_with_target(
     """:func:`grad_cam` that also returns the classes used: ``((B,) int64, (B,h,w))``."""
     check_images(x)
     if create_graph:
-        with torch.enable_grad():
+        with grad_enabled():
             with capture_layer(layer, "alias") as cap:
-                logits = model(x)
+                logits = model(usable(x))
             acts = cap.get()
             chosen = resolve_target(logits, target)
             score = selected_score(logits, chosen)
@@ -68,7 +70,7 @@ def grad_cam_with_target(
             return chosen, weighted_cam(acts, grads)
     logits, acts = forward_cut(model, layer, x)
     chosen = resolve_target(logits, target)
-    with torch.enable_grad():  # the score must join the head's graph even under no_grad callers
+    with grad_enabled():  # the score must join the head's graph even under no_grad callers
         (grads,) = torch.autograd.grad(selected_score(logits, chosen), acts)
     return chosen, weighted_cam(acts.detach(), grads)
 

@@ -15,6 +15,7 @@ from torch import Tensor, nn
 from model.attention._core import (
     capture_layer,
     check_images,
+    grad_enabled,
     guided_relus,
     input_leaf,
     resolve_target,
@@ -45,8 +46,8 @@ def guided_backprop(
         ``(B,3,H,W)`` guided gradients in ``x``'s dtype.
     """
     check_images(x)
-    xi = input_leaf(x)
-    with torch.enable_grad():
+    with grad_enabled():
+        xi = input_leaf(x)
         with guided_relus(model) as gate:
             logits = model(xi)
         score = selected_score(logits, resolve_target(logits, target))
@@ -85,8 +86,8 @@ def grad_cam_and_guided(
     Shapes: ``(B,3,H,W) -> logits (B,C), cam (B,h,w), guided (B,3,H,W)``.
     """
     check_images(x)
-    xi = input_leaf(x)
-    with torch.enable_grad():
+    with grad_enabled():
+        xi = input_leaf(x)
         with guided_relus(model) as gate, capture_layer(layer, "alias") as cap:
             logits = model(xi)
         acts = cap.get()

@@ -11,7 +11,13 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from model.attention._core import check_images, resolve_target, selected_score
+from model.attention._core import (
+    check_images,
+    grad_enabled,
+    resolve_target,
+    selected_score,
+    usable,
+)
 
 
 def gauss_legendre(steps: int) -> tuple[list[float], list[float]]:
@@ -55,16 +61,17 @@ def integrated_gradients(
         ``(B,3,H,W)`` attributions in ``x``'s dtype.
     """
     check_images(x)
-    x_in = x if create_graph else x.detach()
-    x0 = torch.zeros_like(x_in) if baseline is None else baseline.to(x_in).expand_as(x_in)
-    if target is None:
-        with torch.no_grad():
-            target = model(x_in.detach()).argmax(dim=1)
-    batch = x.shape[0]
     step_sizes, alphas = gauss_legendre(steps)
+    batch = x.shape[0]
     per_pass = steps if internal_batch_size is None else max(1, internal_batch_size // batch)
-    total = torch.zeros_like(x_in)
-    with torch.enable_grad():
+    with grad_enabled():
+        x_in = usable(x) if create_graph else usable(x).detach()
+        x0 = torch.zeros_like(x_in) if baseline is None else usable(baseline.to(x_in))
+        x0 = x0.expand_as(x_in)
+        if target is None:
+            with torch.no_grad():
+                target = model(x_in.detach()).argmax(dim=1)
+        total = torch.zeros_like(x_in)
         for start in range(0, steps, per_pass):
             chunk_alphas = alphas[start : start + per_pass]
             chunk_weights = step_sizes[start : start + per_pass]

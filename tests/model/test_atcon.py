@@ -152,6 +152,8 @@ def test_score_is_minus_per_image_loss_and_needs_no_grad() -> None:
     before = snapshot(model)
     with torch.no_grad():
         score = consistency_score(model, layer, x)
+    with torch.inference_mode():
+        torch.testing.assert_close(consistency_score(model, layer, x), score)
     assert_unchanged(model, before)
     per_image = consistency_per_image(model, layer, x)
     assert score.shape == (4,) and not score.requires_grad

@@ -245,3 +245,15 @@ def test_frozen_model_under_no_grad() -> None:
     assert_unchanged(model, before)
     torch.testing.assert_close(cam, cam_graph.detach())
     assert guided.shape == x.shape and guided.abs().sum() > 0
+
+
+def test_every_map_works_for_inference_mode_callers() -> None:
+    model = _seeded("resnet18", seed=7)
+    x = _images(batch=2)
+    expected = (grad_cam(model, model.layer4[-1], x), guided_backprop(model, x),
+                integrated_gradients(model, x, steps=2))
+    with torch.inference_mode():
+        got = (grad_cam(model, model.layer4[-1], x), guided_backprop(model, x),
+               integrated_gradients(model, x, steps=2))
+    for a, b in zip(got, expected, strict=True):
+        torch.testing.assert_close(a, b)
