@@ -8,6 +8,7 @@ breaks off part-way (the partial report is still written).
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -49,6 +50,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--merge-gap", type=float, default=1.0, help="merge events closer than this, seconds"
     )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch intra-op threads on the CPU (default: CPU count - 1; decoding takes one core)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(func=run)
 
@@ -63,6 +70,7 @@ def run(args: argparse.Namespace) -> int:
     from worker.report import OVERLAY_DIRNAME, write_outputs
 
     settings = get_settings()
+    _set_threads(args.threads)
     out = args.out or Path(f"{args.video.stem}-vigil")
     try:
         options = AnalyzeOptions(
@@ -98,6 +106,14 @@ def run(args: argparse.Namespace) -> int:
             f"truncated: {result.truncation.message}; partial report written", EXIT_TRUNCATED
         )
     return 0
+
+
+def _set_threads(threads: int | None) -> None:
+    """Leave one core to the decoder thread: OpenMP threads that share a core with it stall at
+    every parallel-region barrier (measured in docs/pipeline.md)."""
+    import torch
+
+    torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) - 1))
 
 
 def _default_model(*, progress: bool) -> Path:

@@ -17,14 +17,14 @@ import re
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal, Protocol
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 
-from model.checkpoint import LoadedModel
+from model.checkpoint import LabelThresholds, LoadedModel
 from worker.decode import (
     DecodeError,
     DecodeOptions,
@@ -125,6 +125,7 @@ class SegmentResult(BaseModel):
     video: str
     model_version: str
     classes: list[str]
+    thresholds: dict[str, LabelThresholds] = Field(description="the model's hysteresis thresholds")
     fps_analysed: float
     duration_s: float
     stream_start_s: float = Field(
@@ -203,6 +204,9 @@ def analyze_source(
         min_length_s=options.min_length_s,
         merge_gap_s=options.merge_gap_s,
     )
+    duration = _duration(source.info.duration_s, scored.t_s, options.step_s, truncation is not None)
+    # The last frame stands for one step; the video may end sooner.
+    found = [replace(e, end_s=min(e.end_s, max(duration, e.keyframe_s))) for e in found]
     events = _explain(path, found, scored, detector, options, overlay_dir)
     scored.timings.events_s = time.perf_counter() - event_start
     scored.timings.total_s = time.perf_counter() - started
@@ -213,8 +217,9 @@ def analyze_source(
         video=str(path),
         model_version=loaded.meta.version,
         classes=detector.classes,
+        thresholds={c: loaded.meta.thresholds_for(c) for c in detector.classes},
         fps_analysed=options.fps,
-        duration_s=_duration(info.duration_s, scored.t_s, options.step_s, truncation is not None),
+        duration_s=duration,
         stream_start_s=info.start_s,
         width=info.width,
         height=info.height,

@@ -118,7 +118,8 @@ def render_html(result: SegmentResult, overlay_dir: Path) -> str:
 
 
 def timeline_svg(result: SegmentResult, colours: dict[str, str], width: int = 960) -> str:
-    """Inline SVG: one score curve per label above one lane of event bars per label."""
+    """Inline SVG: score curves per label with their ``on`` thresholds (dashed) above one lane of
+    event bars per label."""
     longest = max((len(c) for c in result.classes), default=0)
     left, right, top, plot_h, lane_h = max(44, 7 * longest + 14), 12, 10, 160, 18
     lanes_top = top + plot_h + 28
@@ -133,6 +134,13 @@ def timeline_svg(result: SegmentResult, colours: dict[str, str], width: int = 96
 
     parts = [_axes(left, width - right, top, plot_h, span, x)]
     for label in result.classes:
+        on = result.thresholds[label].on if label in result.thresholds else None
+        if on is not None:  # where an event opens
+            parts.append(
+                f'<line x1="{left}" x2="{width - right}" y1="{y(on):.1f}" y2="{y(on):.1f}" '
+                f'stroke="{colours[label]}" stroke-dasharray="4 4" stroke-width="1">'
+                f"<title>{html.escape(label)}: on threshold {on:.2f}</title></line>"
+            )
         points = " ".join(
             f"{x(t):.1f},{y(s):.1f}"
             for t, s in zip(result.frames.t_s, result.frames.scores[label], strict=True)
