@@ -169,8 +169,6 @@ def load_frame_folder(
     Returns:
         A :class:`FrameSet` (with boxes when ``boxes.csv`` is present).
     """
-    from torchvision.io import ImageReadMode, decode_image
-
     folder = Path(folder)
     if not folder.is_dir():
         raise FrameSetError(f"{folder}: not a folder")
@@ -191,13 +189,27 @@ def load_frame_folder(
             if label not in column:
                 raise FrameSetError(f"{folder}/labels.csv: unknown label {label!r} for {file}")
             targets[i, column[label]] = 1.0
-        image = decode_image(str(folder / file), mode=ImageReadMode.RGB)
+        image = _read_image(folder / file)
         original_sizes.append((int(image.shape[1]), int(image.shape[2])))
         frames.append(_resize(image, size) if size is not None else image)
     if len({tuple(f.shape) for f in frames}) > 1:
         raise FrameSetError(f"{folder}: images differ in size; pass size=")
     boxes = _read_boxes(folder / "boxes.csv", [r[0] for r in rows], column, original_sizes, size)
     return FrameSet(torch.stack(frames), targets, names, boxes)
+
+
+def _read_image(path: Path) -> torch.Tensor:
+    """``(3,H,W) uint8`` RGB. Pillow, not ``torchvision.io``: its image codecs are deprecated
+    since torchvision 0.29 (and Pillow is a torchvision dependency anyway)."""
+    import numpy as np
+    from PIL import Image
+
+    try:
+        with Image.open(path) as image:
+            array = np.asarray(image.convert("RGB"))
+    except (OSError, ValueError) as exc:
+        raise FrameSetError(f"{path}: unreadable image ({exc})") from exc
+    return torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
 
 
 def _read_labels(path: Path) -> list[tuple[str, list[str]]] | None:

@@ -64,7 +64,7 @@ def predict_logits(
 def mean_consistency(
     model: nn.Module, frames: torch.Tensor, preprocessing: Preprocessing, *,
     second: str, mask_intensity: float, batch_size: int, device: torch.device,
-    channels_last: bool = False,
+    channels_last: bool = False, ig_steps: int = 32,
 ) -> float:
     """The ATCON consistency loss averaged over ``frames`` (eval mode; no parameter update).
 
@@ -75,7 +75,8 @@ def mean_consistency(
     with eval_mode(model), torch.enable_grad():  # attention maps need autograd even here
         for b in batches(frames, batch_size):
             x = prepare(b, preprocessing, device, channels_last)
-            loss = consistency_loss(model, layer, x, second=second, mask_intensity=mask_intensity)
+            loss = consistency_loss(model, layer, x, second=second,  # type: ignore[arg-type]
+                                    mask_intensity=mask_intensity, ig_steps=ig_steps)
             total += float(loss.detach()) * b.shape[0]
             count += b.shape[0]
     return total / count if count else math.nan
@@ -102,6 +103,7 @@ def evaluate(
     model: nn.Module, val: FrameSet, preprocessing: Preprocessing, *, threshold: float = 0.5,
     batch_size: int = 64, device: torch.device | str = "cpu", channels_last: bool = False,
     consistency_frames: int = 0, second: str = "guided_backprop", mask_intensity: float = 8.0,
+    ig_steps: int = 32,
 ) -> tuple[EpochMetrics, torch.Tensor]:
     """Validation metrics of ``model`` on ``val`` and its ``(N,C)`` probabilities.
 
@@ -116,7 +118,7 @@ def evaluate(
         fields["val_consistency"] = finite_or_none(mean_consistency(
             model, val.frames[:consistency_frames], preprocessing, second=second,
             mask_intensity=mask_intensity, batch_size=batch_size, device=device,
-            channels_last=channels_last,
+            channels_last=channels_last, ig_steps=ig_steps,
         ))
     return EpochMetrics(epoch=0, **fields), torch.sigmoid(logits)
 

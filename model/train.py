@@ -84,6 +84,7 @@ class TrainConfig(BaseModel):
     combined_weight: float = Field(default=1.0, ge=0, description="Consistency weight (combined).")
     second: SecondMethod = "guided_backprop"
     mask_intensity: float = Field(default=8.0, gt=0)
+    ig_steps: int = Field(default=32, ge=1, description="Integrated Gradients steps (second).")
     lr: float = Field(default=1e-4, gt=0)
     weight_decay: float = Field(default=0.0, ge=0)
     epochs: int = Field(default=10, ge=1)
@@ -326,7 +327,7 @@ class _Run:
             x = prepare(self.pool.frames[unl.next()], self.preprocessing, self.device,
                         cfg.channels_last)
             cons = consistency_loss(self.model, self.layer, x, second=cfg.second,
-                                    mask_intensity=cfg.mask_intensity)
+                                    mask_intensity=cfg.mask_intensity, ig_steps=cfg.ig_steps)
             loss = loss + (cfg.combined_weight if kind == "combined" else 1.0) * cons
             values["consistency"] = float(cons.detach())
         self.optimizer.zero_grad(set_to_none=True)
@@ -340,7 +341,7 @@ class _Run:
             self.model, self.val, self.preprocessing, threshold=cfg.threshold,
             batch_size=cfg.eval_batch_size, device=self.device, channels_last=cfg.channels_last,
             consistency_frames=cfg.val_consistency_frames, second=cfg.second,
-            mask_intensity=cfg.mask_intensity,
+            mask_intensity=cfg.mask_intensity, ig_steps=cfg.ig_steps,
         )
 
     def _keep_if_best(self, metrics: EpochMetrics, probs: torch.Tensor) -> None:

@@ -1,0 +1,208 @@
+"""``vigil train``: train or ATCON-fine-tune a detector.
+
+Settings come from ``--config FILE`` (JSON or TOML with :class:`model.train.TrainConfig`'s
+fields), overridden by flags. Inputs: ``--generated`` (a small procedurally generated set: the
+quick start), ``--frames DIR`` (frame folders, see ``docs/training.md``) or ``--frameset FILE``
+(a saved FrameSet), with ``--unlabeled`` and ``--val``. ``--baseline-epochs N`` first trains a
+supervised baseline from the initial weights (batch-norm training) and then fine-tunes it with
+the configured mode, like the paper's protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import tomllib
+from pathlib import Path
+from typing import Any
+
+# Flags that override TrainConfig fields: (flag, field, type, help).
+_OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
+    ("--arch", "arch", str, "resnet18 | resnet34 | resnet50"),
+    ("--mode", "mode", str, "supervised | unsupervised | alternating | combined"),
+    ("--epochs", "epochs", int, "number of epochs"),
+    ("--lr", "lr", float, "Adam learning rate"),
+    ("--batch-size", "batch_size", int, "labeled batch size"),
+    ("--unlabeled-batch-size", "unlabeled_batch_size", int, "unlabeled batch size"),
+    ("--alpha", "alpha", float, "labeled weight of the alternating schedule (default 8)"),
+    ("--combined-weight", "combined_weight", float, "consistency weight in combined mode"),
+    ("--second", "second", str, "guided_backprop | integrated_gradients"),
+    ("--mask-intensity", "mask_intensity", float, "ATCON soft-mask intensity w (default 8)"),
+    ("--input-size", "input_size", int, "model input size in pixels"),
+    ("--steps-per-epoch", "steps_per_epoch", int, "override the steps-per-epoch rule"),
+    ("--seed", "seed", int, "random seed"),
+    ("--device", "device", str, "cpu | cuda | cuda:N | auto"),
+    ("--init-weights", "init_weights", str, "checkpoint / state dict / torchvision weights name"),
+)
+_SWITCHES: tuple[tuple[str, str, str], ...] = (
+    ("reflect-padding", "reflect_padding", "reflect padding in convolutions (paper setting)"),
+    ("freeze-bn", "freeze_bn", "keep batch-norm statistics frozen (default on)"),
+    ("channels-last", "channels_last", "channels-last memory format"),
+)
+# Defaults of the quick start: tiny frames, a lively learning rate for training from scratch.
+GENERATED_DEFAULTS: dict[str, Any] = {
+    "input_size": 64, "epochs": 2, "lr": 1e-4, "batch_size": 16, "unlabeled_batch_size": 16,
+    "eval_batch_size": 64, "val_consistency_frames": 64,
+}
+GENERATED_SIZES = {"labeled": 128, "unlabeled": 256, "val": 96}
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``vigil train``."""
+    p = subparsers.add_parser("train", help="train or ATCON-fine-tune a detector",
+                              description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--config", type=Path, help="JSON or TOML file of TrainConfig fields")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--generated", action="store_true",
+                        help="use the small generated shapes set (quick start)")
+    source.add_argument("--frames", type=Path,
+                        help="frame folders: DIR/train, DIR/val[, DIR/unlabeled]")
+    source.add_argument("--frameset", type=Path, help="a saved FrameSet (.safetensors): labeled")
+    source.add_argument("--recipe", help="run a lab recipe (e.g. 'default') into --out")
+    p.add_argument("--unlabeled", type=Path, help="unlabeled frames: FrameSet file or image folder")
+    p.add_argument("--val", type=Path, help="validation frames: FrameSet file or split folder")
+    p.add_argument("--frame-size", type=int, help="resize folder images to this square size")
+    p.add_argument("--out", type=Path, default=Path("runs/train"), help="output folder")
+    p.add_argument("--baseline-epochs", type=int, default=None,
+                   help="first train a supervised baseline for N epochs (default: 4 with "
+                        "--generated, else 0)")
+    p.add_argument("--baseline-lr", type=float, default=1e-3, help="learning rate of the baseline")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="continue from OUT/last.safetensors when present (default on)")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
+                   help="show a progress bar")
+    for flag, field, kind, text in _OVERRIDES:
+        p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+    for name, field, text in _SWITCHES:
+        p.add_argument(f"--{name}", dest=field, action=argparse.BooleanOptionalAction,
+                       default=None, help=text)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Entry point of ``vigil train``."""
+    if args.recipe:
+        from lab.recipes import run_recipe  # owned by the lab package; imported only here
+
+        path = run_recipe(args.recipe, args.out, progress=args.progress)
+        print(f"checkpoint: {path}")
+        return 0
+    if not getattr(args, "verbose", False):
+        # The per-epoch lines printed here say more than model.train's log line; show one.
+        logging.getLogger("model.train").setLevel(logging.WARNING)
+    labeled, unlabeled, val = load_inputs(args)
+    fields = config_fields(args, labeled.classes)
+    baseline_epochs = args.baseline_epochs
+    if baseline_epochs is None:
+        baseline_epochs = 4 if args.generated else 0
+    return train_and_report(fields, labeled, unlabeled, val, args, baseline_epochs)
+
+
+def config_fields(args: argparse.Namespace, classes: tuple[str, ...]) -> dict[str, Any]:
+    """TrainConfig fields: generated-set defaults < config file < flags; classes from the data."""
+    fields: dict[str, Any] = dict(GENERATED_DEFAULTS) if args.generated else {}
+    if args.config is not None:
+        fields.update(read_config_file(args.config))
+    for _, field, _, _ in _OVERRIDES:
+        if getattr(args, field) is not None:
+            fields[field] = getattr(args, field)
+    for _, field, _ in _SWITCHES:
+        if getattr(args, field) is not None:
+            fields[field] = getattr(args, field)
+    fields.setdefault("classes", list(classes))
+    return fields
+
+
+def read_config_file(path: Path) -> dict[str, Any]:
+    """A JSON (``.json``) or TOML (anything else) file of TrainConfig fields."""
+    text = path.read_text()
+    data = json.loads(text) if path.suffix.lower() == ".json" else tomllib.loads(text)
+    if not isinstance(data, dict):
+        raise SystemExit(f"{path}: expected a table/object of TrainConfig fields")
+    return data
+
+
+def load_inputs(args: argparse.Namespace):  # -> tuple[FrameSet, FrameSet | None, FrameSet]
+    """The labeled, unlabeled and validation FrameSets the flags name."""
+    from model.data import FrameSet, generated_frameset
+
+    if args.generated:
+        seed = args.seed or 0
+        sizes = GENERATED_SIZES
+        labeled = generated_frameset(sizes["labeled"], seed=seed * 10 + 1)
+        unlabeled = generated_frameset(sizes["unlabeled"], seed=seed * 10 + 2).unlabeled()
+        return labeled, unlabeled, generated_frameset(sizes["val"], seed=seed * 10 + 3)
+    if args.frames is not None:
+        labeled = _load_path(args.frames / "train", None, args.frame_size)
+        classes = labeled.classes
+        val = _load_path(args.val or args.frames / "val", classes, args.frame_size)
+        unl_path = args.unlabeled or args.frames / "unlabeled"
+        unlabeled = _load_path(unl_path, classes, args.frame_size) if unl_path.exists() else None
+        return labeled, unlabeled, val
+    if args.frameset is not None:
+        labeled = FrameSet.load(args.frameset)
+        classes = labeled.classes
+        if args.val is None:
+            raise SystemExit("--frameset needs --val (a FrameSet file or a frame folder)")
+        val = _load_path(args.val, classes, args.frame_size)
+        unlabeled = _load_path(args.unlabeled, classes, args.frame_size) if args.unlabeled else None
+        return labeled, unlabeled, val
+    raise SystemExit("give an input: --generated, --frames DIR, --frameset FILE or --recipe NAME")
+
+
+def _load_path(path: Path, classes: tuple[str, ...] | None, size: int | None):  # -> FrameSet
+    from model.data import FrameSet, load_frame_folder
+
+    if path.is_dir():
+        return load_frame_folder(path, classes=classes, size=size)
+    data = FrameSet.load(path)
+    if classes is not None and data.classes != tuple(classes):
+        raise SystemExit(f"{path}: classes {list(data.classes)} differ from {list(classes)}")
+    return data
+
+
+def train_and_report(fields: dict[str, Any], labeled, unlabeled, val, args: argparse.Namespace,
+                     baseline_epochs: int) -> int:
+    """Optional supervised baseline, then the configured run; prints a line per epoch."""
+    from model.train import TrainConfig, train
+
+    config = TrainConfig.model_validate(fields)
+    runs: list[tuple[str, Any]] = []
+    if baseline_epochs > 0:
+        base = config.model_copy(update={"mode": "supervised", "freeze_bn": False,
+                                         "epochs": baseline_epochs, "lr": args.baseline_lr})
+        base = TrainConfig.model_validate(base.model_dump())
+        print(f"== baseline: supervised, {baseline_epochs} epochs, batch-norm training")
+        result = train(base, labeled, None, val, out_dir=args.out / "baseline",
+                       progress=args.progress, resume=args.resume, on_epoch=_print_epoch)
+        runs.append(("baseline", result))
+        config = TrainConfig.model_validate(
+            {**config.model_dump(), "init_weights": str(result.best_checkpoint)}
+        )
+    print(f"== {config.mode}: {config.epochs} epochs, freeze_bn={config.freeze_bn}, "
+          f"second={config.second}")
+    result = train(config, labeled, unlabeled, val, out_dir=args.out, progress=args.progress,
+                   resume=args.resume, on_epoch=_print_epoch)
+    runs.append((config.mode, result))
+    _print_summary(runs)
+    return 0
+
+
+def _fmt(value: float | None) -> str:
+    return "     -" if value is None else f"{value:6.3f}"
+
+
+def _print_epoch(m) -> None:  # m: model.train_state.EpochMetrics
+    print(f"epoch {m.epoch:3d}  train bce {_fmt(m.train_bce)}  consistency "
+          f"{_fmt(m.train_consistency)}  | val bce {_fmt(m.val_bce)}  consistency "
+          f"{_fmt(m.val_consistency)}  mAP {_fmt(m.val_map)}  macro-F1 {_fmt(m.val_macro_f1)}"
+          f"  ({m.seconds:.1f}s)", flush=True)
+
+
+def _print_summary(runs: list[tuple[str, Any]]) -> None:
+    print("\nrun          val mAP  macro-F1  CAM-box mIoU  checkpoint")
+    for name, result in runs:
+        metrics = result.meta.metrics
+        print(f"{name:<12} {_fmt(metrics.get('val_map'))}   {_fmt(metrics.get('val_macro_f1'))}"
+              f"        {_fmt(metrics.get('val_mean_iou'))}  {result.best_checkpoint}")
