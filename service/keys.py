@@ -141,6 +141,12 @@ class Keys:
         """STRING (with TTL): JSON heartbeat of one worker."""
         return self._k("worker", worker_id)
 
+    def stream_timeline_lock(self, stream_id: str) -> str:
+        """STRING (a lock with a TTL, ``redis.lock.Lock``): held by the worker that stores a
+        segment's frames and recomputes the stream's events, so that two segments of one stream
+        analysed at once cannot each miss the other's frames (owned by ``worker.handlers``)."""
+        return self._k("stream", stream_id, "timeline_lock")
+
     def model_reload(self) -> str:
         """PUB/SUB channel on which activation is announced to workers."""
         return self._k("models", "reload")

@@ -41,6 +41,7 @@ from worker.timeline import stream_events as compute_stream_events
 logger = logging.getLogger(__name__)
 
 Progress = Callable[[float], None]
+TIMELINE_LOCK_S = 300.0
 
 
 class JobFailure(Exception):
@@ -162,8 +163,16 @@ def analyze_segment(
         progress=lambda f: progress(0.9 * f),
     )
     frames = _frame_scores(segment, result)
-    store.segments.put_frames(frames)
-    events = update_stream_events(store, config, loaded, segment, options.step_s)
+    # One recomputation per stream at a time: the second of two concurrent segments then sees
+    # the first one's frames (without the lock each could write events missing the other).
+    lock = store.r.lock(
+        store.keys.stream_timeline_lock(segment.stream_id),
+        timeout=TIMELINE_LOCK_S,
+        blocking_timeout=TIMELINE_LOCK_S,
+    )
+    with lock:
+        store.segments.put_frames(frames)
+        events = update_stream_events(store, config, loaded, segment, options.step_s)
     progress(0.97)
     done = segment.model_copy(
         update={
