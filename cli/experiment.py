@@ -32,6 +32,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         default=Path("~/.cache/vigil/lab"),
         help="pre-trained backbones and decoded frames are cached here",
     )
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a preset field, e.g. finetuning.mask_intensity=16 (repeatable)",
+    )
+    parser.add_argument(
+        "--methods",
+        default="baseline,atcon_gb,atcon_ig",
+        help="comma-separated subset (baseline is required)",
+    )
+    parser.add_argument(
+        "--evaluate-on",
+        choices=("test", "val"),
+        default="test",
+        help="'val' scores on the validation clips (for searches; test untouched)",
+    )
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--no-progress", action="store_true")
     parser.set_defaults(func=run)
@@ -42,19 +61,22 @@ def run(args: argparse.Namespace) -> int:
     import torch
 
     from lab.experiment import run_experiment
-    from lab.presets import PRESETS
+    from lab.presets import PRESETS, with_overrides
 
     if args.seeds < 1:
         raise SystemExit("--seeds must be >= 1")
     if args.threads:
         torch.set_num_threads(args.threads)
+    methods = tuple(m.strip() for m in args.methods.split(",") if m.strip())
     result = run_experiment(
-        PRESETS[args.preset],
+        with_overrides(PRESETS[args.preset], args.overrides),
         args.seeds,
         args.out,
         data_path=args.data,
         cache_dir=args.cache_dir.expanduser(),
         progress=not args.no_progress,
+        methods_run=methods,  # type: ignore[arg-type]
+        evaluate_on=args.evaluate_on,
     )
     for name, method in result.methods.items():
         cells = "  ".join(f"{k}={_fmt(v)}" for k, v in method.mean.items())

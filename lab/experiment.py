@@ -14,8 +14,10 @@ import logging
 import os
 import platform
 import time
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -89,7 +91,7 @@ def summarise(methods: dict[str, MethodResult]) -> dict[str, dict[str, PairedDif
         result.mean_f1 = {c: mean_or_none([r.f1[c] for r in rows]) for c in classes}
     base = {r.seed: r.metrics for r in methods["baseline"].per_seed}
     diffs: dict[str, dict[str, PairedDiff]] = {}
-    for name in METHODS[1:]:
+    for name in [m for m in METHODS[1:] if m in methods]:
         pairs = [(r.metrics, base[r.seed]) for r in methods[name].per_seed if r.seed in base]
         diffs[name] = {
             m: paired_diff([getattr(a, m) for a, _ in pairs], [getattr(b, m) for _, b in pairs])
@@ -106,8 +108,14 @@ def run_experiment(
     data_path: Path | None = None,
     cache_dir: Path,
     progress: bool = True,
+    methods_run: tuple[Method, ...] = METHODS,
+    evaluate_on: Literal["test", "val"] = "test",
 ) -> ExperimentResult:
-    """Run ``preset`` over seeds ``0..seeds-1`` and write ``out`` (JSON) as it goes."""
+    """Run ``preset`` over seeds ``0..seeds-1`` and write ``out`` (JSON) as it goes.
+
+    ``evaluate_on="val"`` scores on the validation clips instead of the test clips: for
+    searching settings without ever looking at the test set.
+    """
     from lab.targets import pretrained_start, synthetic_target, upfall_target
 
     started, started_at = time.perf_counter(), datetime.now(UTC).isoformat()
@@ -119,7 +127,13 @@ def run_experiment(
         target = upfall_target(preset, data_path, cache_dir)
     else:
         target = synthetic_target(preset, progress=progress)
-    methods = {name: MethodResult() for name in METHODS}
+    if evaluate_on == "val":
+        target = replace(
+            target, test=target.val, description={**target.description, "evaluated_on": "val"}
+        )
+    if "baseline" not in methods_run:
+        raise ValueError("the baseline is needed for the paired differences")
+    methods = {name: MethodResult() for name in methods_run}
     result: ExperimentResult | None = None
     for seed in range(seeds):
         _run_seed(preset, seed, start, target, methods)
@@ -149,8 +163,8 @@ def _run_seed(preset: Preset, seed: int, start: Path, target, methods: dict[str,
     logger.info(
         "seed %d: %d labeled frames %s", seed, len(labeled), labeled.targets.sum(0).tolist()
     )
-    for name in METHODS:
-        method: Method = name
+    for name in methods:
+        method: Method = name  # type: ignore[assignment]
         model, log = finetune(
             method,
             start,

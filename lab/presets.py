@@ -134,3 +134,28 @@ PRESETS: dict[str, Preset] = {
         iou_frames=48,
     ),
 }
+
+
+def with_overrides(preset: Preset, assignments: list[str]) -> Preset:
+    """``preset`` with ``section.field=value`` assignments applied (values parsed as JSON when
+    possible), e.g. ``finetuning.mask_intensity=16``; the name gets the assignments appended."""
+    import json
+
+    data = preset.model_dump(mode="json")
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep:
+            raise ValueError(f"expected KEY=VALUE, got {item!r}")
+        *parents, leaf = key.split(".")
+        node = data
+        for part in parents:
+            node = node[part]
+        if leaf not in node:
+            raise ValueError(f"unknown setting {key!r}")
+        try:
+            node[leaf] = json.loads(raw)
+        except json.JSONDecodeError:
+            node[leaf] = raw
+    if assignments:
+        data["name"] = f"{preset.name}[{','.join(assignments)}]"
+    return Preset.model_validate(data)

@@ -79,3 +79,15 @@ def test_schedule_keeps_labeled_steps_equal_across_methods() -> None:
     atcon = schedule("atcon_gb", ft, n_labeled=10, n_unlabeled=160, gen=gen)
     assert base == [True] * 20
     assert sum(atcon) == 20 and len(atcon) - sum(atcon) == 40  # L * U / (alpha * S)
+
+
+def test_preset_overrides() -> None:
+    from lab.presets import with_overrides
+
+    changed = with_overrides(
+        PRESETS["synthetic"], ["finetuning.mask_intensity=16", "finetuning.k=2"]
+    )
+    assert changed.finetuning.mask_intensity == 16.0 and changed.finetuning.k == 2
+    assert changed.pretraining == PRESETS["synthetic"].pretraining  # same cached start
+    with pytest.raises(ValueError, match="unknown setting"):
+        with_overrides(PRESETS["synthetic"], ["finetuning.nope=1"])
