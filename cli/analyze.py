@@ -28,30 +28,44 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("video", type=Path, help="video file (e.g. H.264 in MP4)")
     parser.add_argument(
         "--model",
+        metavar="PATH",
         type=Path,
         default=None,
         help="detector checkpoint (.safetensors); default: the built-in default detector",
     )
     parser.add_argument(
         "--fps",
+        metavar="F",
         type=float,
         default=None,
         help="analysis rate in frames/s (default: VIGIL_ANALYSIS_FPS, 2)",
     )
     parser.add_argument(
-        "--out", type=Path, default=None, help="output directory (default: ./<video name>-vigil)"
+        "--out",
+        metavar="DIR",
+        type=Path,
+        default=None,
+        help="output directory (default: ./<video name>-vigil)",
     )
     parser.add_argument(
-        "--device", default=None, help="'auto', 'cpu' or e.g. 'cuda:0' (default: VIGIL_DEVICE)"
+        "--device",
+        metavar="D",
+        default=None,
+        help="'auto', 'cpu' or e.g. 'cuda:0' (default: VIGIL_DEVICE)",
     )
     parser.add_argument(
-        "--min-length", type=float, default=1.0, help="shortest event kept, seconds"
+        "--min-length", metavar="S", type=float, default=1.0, help="shortest event kept, seconds"
     )
     parser.add_argument(
-        "--merge-gap", type=float, default=1.0, help="merge events closer than this, seconds"
+        "--merge-gap",
+        metavar="S",
+        type=float,
+        default=1.0,
+        help="merge events closer than this, seconds",
     )
     parser.add_argument(
         "--threads",
+        metavar="N",
         type=int,
         default=None,
         help="torch intra-op threads on the CPU (default: CPU count - 1; decoding takes one core)",
