@@ -83,9 +83,13 @@ def mean_consistency(
 
 
 def classification_metrics(
-    logits: torch.Tensor, targets: torch.Tensor, classes: tuple[str, ...], threshold: float
+    logits: torch.Tensor, targets: torch.Tensor, classes: tuple[str, ...],
+    threshold: float | torch.Tensor,
 ) -> dict[str, object]:
-    """Validation BCE, mAP, macro F1 and per-class AP / F1 from ``(N,C)`` logits and targets."""
+    """Validation BCE, mAP, macro F1 and per-class AP / F1 from ``(N,C)`` logits and targets.
+
+    ``threshold`` is one F1 threshold or a ``(C,)`` tensor of per-class thresholds.
+    """
     probs = torch.sigmoid(logits)
     ap = ap_per_class(probs, targets)
     f1 = f1_per_class(probs, targets, threshold)

@@ -64,11 +64,12 @@ def test_one_step_run_from_frame_folders(tmp_path: Path, capsys: pytest.CaptureF
     out = tmp_path / "out"
     code = main(["train", "--frames", str(tmp_path / "frames"), "--out", str(out),
                  "--mode", "supervised", "--epochs", "1", "--steps-per-epoch", "1",
-                 "--batch-size", "4", "--input-size", "64", "--no-progress"])
+                 "--batch-size", "4", "--input-size", "64", "--channels-last", "--no-progress"])
     assert code == 0
     meta = read_meta(out / "best.safetensors")
     assert meta.classes == ["circle", "square", "triangle"]
     assert meta.training_config["mode"] == "supervised"
     assert meta.training_config["batch_size"] == 4
+    assert meta.training_config["channels_last"] is True
     printed = capsys.readouterr().out
     assert "epoch   1" in printed and "best.safetensors" in printed
