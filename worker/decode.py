@@ -49,7 +49,7 @@ ThreadType = Literal["SLICE", "FRAME", "AUTO", "NONE"]
 2-core reference machine and leaves a core to inference (docs/pipeline.md)."""
 
 _TOLERANCE = Fraction(1, 1_000_000)  # float seconds handed back in (e.g. a key frame's t_s)
-_INDEXED_FORMATS = ("mp4", "mov", "matroska")  # containers whose header duration is trustworthy
+_INDEXED_FORMATS = ("mp4", "mov")  # containers whose per-stream duration comes from an index
 
 
 @dataclass(frozen=True)
@@ -125,6 +125,8 @@ class VideoDecoder:
         self.truncation: DecodeError | None = None
         self.frames_decoded = 0
         self.last_time_s: float | None = None
+        # Only a stream read from its start can be timed by counting frames.
+        self._untimed_next: Fraction | None = Fraction(0) if self.options.start_s <= 0 else None
 
     def __enter__(self) -> VideoDecoder:
         return self
@@ -171,16 +173,28 @@ class VideoDecoder:
             self._check_complete()
 
     def _relative_time(self, frame: av.VideoFrame, origin: Fraction) -> Fraction | None:
-        """Frame time minus the stream start (exact); enforces the duration limit."""
-        if frame.pts is None or frame.time_base is None:
+        """Frame time minus the stream start (exact); enforces the duration limit.
+
+        Streams without timestamps (raw H.264) are timed by counting frame durations.
+        """
+        if frame.pts is not None and frame.time_base is not None:
+            t = frame.pts * frame.time_base - origin
+        elif self._untimed_next is not None:
+            t = self._untimed_next
+        else:
             return None
+        self._untimed_next = t + self._frame_duration(frame)
         self.frames_decoded += 1
-        t = frame.pts * frame.time_base - origin
         self.last_time_s = float(t)
         limit = self.options.limits.max_duration_s
         if limit is not None and t > limit:
             raise DecodeError("too_long", f"the stream runs past the limit of {limit:.1f} s")
         return t
+
+    def _frame_duration(self, frame: av.VideoFrame) -> Fraction:
+        if frame.duration and frame.time_base is not None:
+            return frame.duration * frame.time_base
+        return Fraction(1) / Fraction(self.info.fps or 25.0).limit_denominator(100_000)
 
     def _convert(self, frame: av.VideoFrame) -> torch.Tensor:
         """``av.VideoFrame`` -> ``(3,h,w) uint8`` RGB, scaled to ``max_side``."""
@@ -219,8 +233,9 @@ class VideoDecoder:
             raise DecodeError("undecodable", "the video stream holds no decodable frame")
         expected = self.info.duration_s
         fmt = self._container.format.name
-        if expected is None or not any(name in fmt for name in _INDEXED_FORMATS):
-            return
+        indexed = any(name in fmt for name in _INDEXED_FORMATS)
+        if expected is None or self._stream.duration is None or not indexed:
+            return  # only a duration from an index (per-stream) is trusted
         frame_s = 1.0 / self.info.fps if self.info.fps else 0.1
         last = self.last_time_s or 0.0
         if expected - (last + frame_s) > max(0.5, 3 * frame_s):

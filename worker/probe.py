@@ -152,8 +152,13 @@ def stream_info(
     if stream.duration is not None:
         duration_s = float(stream.duration * time_base)
     elif container.duration is not None:
-        duration_s = container.duration / av.time_base
-    rate = stream.average_rate or stream.guessed_rate
+        # e.g. Matroska: FFmpeg's muxer stores the end time, so a late start is included.
+        start = (container.start_time or 0) / av.time_base
+        total = container.duration / av.time_base
+        duration_s = total - start if 0 < start < total else total
+    # Without stream timing (raw H.264) the average rate is FFmpeg's 25 fps default; the guessed
+    # rate comes from the bitstream's timing information.
+    rate = stream.average_rate if stream.duration else (stream.guessed_rate or stream.average_rate)
     return ProbeResult(
         duration_s=duration_s,
         width=int(ctx.width),

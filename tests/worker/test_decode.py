@@ -117,6 +117,54 @@ def test_read_frame_at_seeks(tmp_path: Path) -> None:
         read_frame_at(clip, 9.0)
 
 
+def remux(src: Path, dst: Path, container_format: str) -> Path:
+    """The same H.264 packets in another container."""
+    with av.open(str(src)) as inp, av.open(str(dst), "w", format=container_format) as out:
+        stream = out.add_stream_from_template(inp.streams.video[0])
+        for packet in inp.demux(inp.streams.video[0]):
+            if packet.dts is not None:
+                packet.stream = stream
+                out.mux(packet)
+    return dst
+
+
+@pytest.mark.parametrize(
+    ("container_format", "suffix", "duration"),
+    [("matroska", "mkv", 3.0), ("mpegts", "ts", 3.0), ("h264", "h264", None)],
+)
+def test_other_containers_and_raw_h264(
+    tmp_path: Path, container_format: str, suffix: str, duration: float | None
+) -> None:
+    clip = write_clip(tmp_path / "c.mp4", 3.0, fps=10, frame_fn=ramp_frames(), start_pts_s=5.0)
+    other = remux(clip, tmp_path / f"c.{suffix}", container_format)
+    info = probe(other)
+    assert info.duration_s == (pytest.approx(duration) if duration else None)
+    assert info.fps == pytest.approx(10.0)  # raw H.264: from the bitstream's timing info
+    with VideoDecoder(other) as video:
+        samples = list(video)  # raw H.264 has no timestamps: timed by frame durations
+        assert video.truncation is None
+    assert [s.t_s for s in samples] == [0.0, 0.5, 1.0, 1.5, 2.0, 2.5]
+    assert grey_level(samples[3].frame) == pytest.approx(8 * 15, abs=3)
+
+
+def test_duration_limit_is_enforced_while_decoding(tmp_path: Path) -> None:
+    clip = write_clip(tmp_path / "c.mp4", 3.0, fps=10)
+    raw = remux(clip, tmp_path / "c.h264", "h264")  # no duration in the header
+    probe(raw, VideoLimits(max_duration_s=1.0))  # the header cannot tell
+    with pytest.raises(DecodeError) as info:
+        decode_frames(raw, DecodeOptions(limits=VideoLimits(max_duration_s=1.0)))
+    assert info.value.code == "too_long"
+
+
+@pytest.mark.parametrize("thread_type", ["FRAME", "AUTO", "NONE"])
+def test_threading_modes_give_the_same_samples(tmp_path: Path, thread_type: str) -> None:
+    clip = write_clip(tmp_path / "c.mp4", 2.0, fps=10, frame_fn=ramp_frames())
+    reference = decode_frames(clip, DecodeOptions(fps=2.0))
+    other = decode_frames(clip, DecodeOptions(fps=2.0, thread_type=thread_type))  # type: ignore[arg-type]
+    assert [s.t_s for s in other] == [s.t_s for s in reference]
+    assert all(a.frame.equal(b.frame) for a, b in zip(other, reference, strict=True))
+
+
 def _codes(path: Path, limits: VideoLimits | None = None) -> tuple[str, str]:
     """The DecodeError code from probe() and from decoding."""
     codes = []
