@@ -7,9 +7,11 @@ frame is taken at most once (after a long gap in a VFR stream the next frame sat
 target once). Times are exact fractions of the stream's time base, so no drift accumulates.
 Reported times are the chosen frames' own timestamps, relative to the stream start.
 
-Only the sampled frames are colour-converted and scaled: full-size ``rgb24`` by swscale, then an
-antialiased bilinear resize in torch (measured faster than swscale scaling here; see
-``docs/pipeline.md``). Every frame is still *decoded* (H.264 needs its references).
+Only the sampled frames are colour-converted and scaled, in one swscale pass with area averaging
+(``to_ndarray(width=, height=, interpolation="AREA")``): per 1080p frame it cost 1.4 ms of CPU
+against 2.9 ms for full-size ``rgb24`` plus an antialiased resize in torch and 1.9 ms for
+swscale's default bilinear (``docs/pipeline.md``). Every frame is still *decoded* (H.264 needs
+its references).
 
 Failures are :class:`worker.probe.DecodeError`. A stream that breaks off part-way is not an
 exception: iteration ends, and :attr:`VideoDecoder.truncation` says where it stopped.
@@ -29,7 +31,6 @@ from typing import Literal
 import av
 import av.error
 import torch
-import torch.nn.functional as F
 
 from worker.probe import (
     DecodeError,
@@ -198,14 +199,13 @@ class VideoDecoder:
 
     def _convert(self, frame: av.VideoFrame) -> torch.Tensor:
         """``av.VideoFrame`` -> ``(3,h,w) uint8`` RGB, scaled to ``max_side``."""
-        rgb = torch.from_numpy(frame.to_ndarray(format="rgb24"))  # (H,W,3)
-        chw = rgb.permute(2, 0, 1)  # a channels-last view: torch's fast uint8 resize path
-        size = scaled_size(frame.height, frame.width, self.options.max_side)
-        if size != (frame.height, frame.width):
-            chw = F.interpolate(
-                chw.unsqueeze(0), size=size, mode="bilinear", antialias=True, align_corners=False
-            )[0]
-        return chw.contiguous()
+        height, width = scaled_size(frame.height, frame.width, self.options.max_side)
+        if (height, width) == (frame.height, frame.width):
+            rgb = frame.to_ndarray(format="rgb24")
+        else:
+            # One swscale pass (scale in YUV, then convert): cheapest as measured (module doc).
+            rgb = frame.to_ndarray(format="rgb24", width=width, height=height, interpolation="AREA")
+        return torch.from_numpy(rgb).permute(2, 0, 1).contiguous()  # (H,W,3) -> (3,H,W)
 
     def _seek(self, target: Fraction) -> None:
         time_base = self._stream.time_base
