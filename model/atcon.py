@@ -17,7 +17,7 @@ head; values and parameter gradients equal those of the paper's per-image loop.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -112,6 +112,10 @@ def consistency_per_image(
     """Per-image loss ``(B,)`` of :func:`consistency_loss` (same arguments)."""
     if x.ndim != 4:
         raise ValueError(f"expected a (B,3,H,W) batch, got shape {tuple(x.shape)}")
+    for value, options in ((second, SecondMethod), (comparison, Comparison),
+                           (similarity, Similarity)):
+        if value not in get_args(options):
+            raise ValueError(f"unknown option {value!r}; choose one of {get_args(options)}")
 
     def second_map(images: Tensor, classes: Tensor) -> Tensor:
         if second == "guided_backprop":
@@ -130,29 +134,25 @@ def consistency_per_image(
             classes, cam, attr_map = joint.target, joint.cam, joint.guided.abs().sum(dim=1)
         else:
             classes, cam = grad_cam_with_target(model, layer, x, target, create_graph=create_graph)
-            attr_map = second_map(x, classes) if comparison != "masked_second" else None
+            attr_map = second_map(x, classes)
         size = x.shape[-2:]
         if comparison == "masked_gradcam":
             masked = soft_mask(attr_map, mask_intensity)[:, None] * x
-            first, other = cam, grad_cam(model, layer, masked, classes, create_graph)
+            first, other = cam, _grad_cam(model, layer, masked, classes, create_graph)
         elif comparison == "upsampled":
             first, other = _upsample(cam, size), attr_map
         elif comparison == "pooled":
             first, other = cam, F.adaptive_avg_pool2d(attr_map[:, None], cam.shape[-2:])[:, 0]
-        elif comparison == "masked_second":
-            if attr_map is None:
-                attr_map = second_map(x, classes)
+        else:  # masked_second
             masked = soft_mask(_upsample(cam, size), mask_intensity)[:, None] * x
             first, other = attr_map, second_map(masked, classes)
-        else:
-            raise ValueError(f"unknown comparison {comparison!r}")
         return -agreement(squash(first), squash(other), similarity)
 
 
-def grad_cam(
+def _grad_cam(
     model: nn.Module, layer: nn.Module, x: Tensor, target: Tensor, create_graph: bool
 ) -> Tensor:
-    """Raw Grad-CAM ``(B,h,w)`` for given classes (thin wrapper kept local for readability)."""
+    """Raw Grad-CAM ``(B,h,w)`` of given classes."""
     return grad_cam_with_target(model, layer, x, target, create_graph=create_graph)[1]
 
 

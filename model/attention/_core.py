@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
@@ -118,7 +118,6 @@ class GuidedGate:
     """
 
     active: bool = False
-    hooked: int = field(default=0)
 
     def hook(self, grad: Tensor) -> Tensor | None:
         """Gradient w.r.t. a ReLU output -> its positive part (ReLU's own mask then applies)."""
@@ -154,7 +153,6 @@ def guided_relus(model: nn.Module) -> Iterator[GuidedGate]:
     def on_relu(_module: nn.Module, _inputs: object, output: Tensor) -> None:
         if isinstance(output, Tensor) and output.requires_grad:
             output.register_hook(gate.hook)
-            gate.hooked += 1
 
     handles = [m.register_forward_hook(on_relu) for m in model.modules() if isinstance(m, nn.ReLU)]
     try:

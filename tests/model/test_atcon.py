@@ -218,3 +218,11 @@ def test_agreement_measures_match_their_definitions() -> None:
         torch.testing.assert_close(agreement(a, b, "cross_correlation")[i], conv)
     torch.testing.assert_close(agreement(a, a, "ssim"), torch.ones(3, dtype=torch.float64))
     assert (agreement(a, b, "ssim") < 1).all()
+
+
+def test_unknown_options_are_rejected_before_any_work() -> None:
+    model = _model(seed=6)
+    x = torch.randn(1, 3, SIZE, SIZE, dtype=torch.float64)
+    for bad in ({"second": "smoothgrad"}, {"comparison": "x"}, {"similarity": "mse"}):
+        with pytest.raises(ValueError, match="unknown option"):
+            consistency_loss(model, gradcam_layer(model), x, **bad)  # type: ignore[arg-type]
