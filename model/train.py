@@ -45,6 +45,7 @@ from model.detector import Architecture, build_detector, gradcam_layer
 from model.evaluate import evaluate, localisation_mean_iou, prepare
 from model.metrics import best_f1_thresholds
 from model.preprocess import Preprocessing
+from model.sampling import BatchCycler, StepKind, step_kinds, steps_per_epoch
 from model.train_state import (
     EpochMetrics,
     TrainingState,
@@ -58,14 +59,10 @@ logger = logging.getLogger(__name__)
 
 Mode = Literal["supervised", "unsupervised", "alternating", "combined"]
 SecondMethod = Literal["guided_backprop", "integrated_gradients"]
-StepKind = Literal["labeled", "unlabeled", "combined"]
 
 BEST_NAME = "best.safetensors"
 LAST_NAME = "last.safetensors"
 METRICS_NAME = "metrics.json"
-_MODE_KIND: dict[str, StepKind] = {
-    "supervised": "labeled", "unsupervised": "unlabeled", "combined": "combined",
-}
 _BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 # Config fields a resumed run may change without changing what it computes.
 _RESUMABLE_CHANGES = frozenset({"epochs", "device"})
@@ -204,48 +201,6 @@ def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
         for module in model.modules():
             if isinstance(module, _BATCH_NORMS):
                 module.eval()
-
-
-def steps_per_epoch(config: TrainConfig, n_labeled: int, n_unlabeled: int) -> int:
-    """Steps in one epoch for ``config.mode`` (``steps_per_epoch`` overrides the rule)."""
-    if config.steps_per_epoch is not None:
-        return config.steps_per_epoch
-    b, u = config.batch_size, config.unlabeled_batch_size
-    rule = {
-        "supervised": n_labeled / b,
-        "unsupervised": n_unlabeled / u,
-        "alternating": config.alpha * n_labeled / b + n_unlabeled / u,
-        "combined": max(n_labeled / b, n_unlabeled / u),
-    }[config.mode]
-    return max(1, math.ceil(rule))
-
-
-def step_kinds(config: TrainConfig, n_labeled: int, n_unlabeled: int,
-               gen: torch.Generator) -> list[StepKind]:
-    """The kind of every step of one epoch (random only in ``alternating`` mode)."""
-    n = steps_per_epoch(config, n_labeled, n_unlabeled)
-    if config.mode == "alternating":
-        weight = config.alpha * n_labeled
-        p_labeled = weight / (weight + n_unlabeled)
-        coins = torch.rand(n, generator=gen) < p_labeled
-        return ["labeled" if c else "unlabeled" for c in coins.tolist()]
-    kind: StepKind = _MODE_KIND[config.mode]
-    return [kind] * n
-
-
-class BatchCycler:
-    """Index batches from successive seeded random permutations of ``range(n)``."""
-
-    def __init__(self, n: int, batch_size: int, gen: torch.Generator) -> None:
-        self.n, self.batch_size, self.gen = n, min(batch_size, n), gen
-        self._order = torch.empty(0, dtype=torch.long)
-
-    def next(self) -> torch.Tensor:
-        """``(batch_size,) int64`` indices; every index appears once per permutation."""
-        while self._order.numel() < self.batch_size:
-            self._order = torch.cat([self._order, torch.randperm(self.n, generator=self.gen)])
-        batch, self._order = self._order[: self.batch_size], self._order[self.batch_size :]
-        return batch
 
 
 class _Run:
