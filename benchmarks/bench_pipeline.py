@@ -31,8 +31,9 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -201,6 +202,36 @@ def conversions(clip: Path, count: int = 16) -> dict[str, dict[str, float]]:
     return out
 
 
+def parallelism(clip: Path, loaded: LoadedModel) -> dict[str, float]:
+    """Cores this process actually gets for two threads: two GIL-free torch loops (what the
+    machine allows) vs a decoding thread next to a torch loop (the pipeline's pair). On an idle
+    2-core machine both are near 2; on a loaded one both drop together, and then no overlap can
+    show in wall time (Linux's autogroup scheduling shares CPU per session, not per thread)."""
+    x = torch.randn(4, 3, 224, 224)
+
+    def infer() -> None:
+        with torch.inference_mode():
+            for _ in range(6):
+                loaded.model(x)
+
+    def decode() -> None:
+        with av.open(str(clip)) as container:
+            for i, _frame in enumerate(container.decode(video=0)):
+                if i >= 300:
+                    break
+
+    def cores(*fns: Callable[[], None]) -> float:
+        threads = [threading.Thread(target=fn) for fn in fns]
+        wall, cpu = time.perf_counter(), time.process_time()
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return (time.process_time() - cpu) / (time.perf_counter() - wall)
+
+    return {"torch+torch": cores(infer, infer), "decode+torch": cores(decode, infer)}
+
+
 def _duration(clip: Path) -> float:
     with av.open(str(clip)) as container:
         stream = container.streams.video[0]
@@ -274,6 +305,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     if not args.skip_variants:
         report["decode_rtf_by_thread_type"] = thread_modes(clip, options)
         report["sampled_frame_conversion_ms"] = conversions(clip)
+    report["cores_used_by_two_threads"] = parallelism(clip, loaded)
     report["machine"]["loadavg_after"] = os.getloadavg()  # type: ignore[index]
     return report
 
@@ -315,6 +347,11 @@ def print_table(report: dict) -> None:
             f"  sampled 1080p frame -> 640x360 RGB: {name:<28} "
             f"{ms['wall_ms']:6.2f} ms wall, {ms['cpu_ms']:6.2f} ms CPU"
         )
+    pair = report["cores_used_by_two_threads"]
+    print(
+        f"cores this process got for two threads: {pair['torch+torch']:.2f} (two torch loops), "
+        f"{pair['decode+torch']:.2f} (decoder + torch)"
+    )
     machine = report["machine"]
     before, after = machine["loadavg_before"][0], machine["loadavg_after"][0]
     print(
