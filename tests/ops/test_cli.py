@@ -18,7 +18,7 @@ import pytest
 
 from cli.main import main
 from service.store import Store
-from tests.ops.conftest import REPO
+from tests.ops.conftest import REPO, TORCHVISION_JPEG
 
 
 def test_keys_create_list_revoke(
@@ -172,3 +172,25 @@ def test_api_only_serve_runs_without_torch(tmp_path: Path) -> None:
         assert status == 503 and body["live_workers"] == 0  # no worker in this process
     finally:
         _stop(proc, log)
+
+
+@pytest.mark.slow
+@TORCHVISION_JPEG
+def test_demo_runs_end_to_end(
+    tiny_checkpoint: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`vigil demo`'s plumbing (embedded Redis, HTTP, worker, timeline, overlays) with the tiny
+    detector standing in for the default one (which trains for minutes on first use)."""
+    import lab.recipes
+
+    for name in [k for k in os.environ if k.startswith("VIGIL_")]:
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(lab.recipes, "ensure_default_detector", lambda **_: tiny_checkpoint)
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0
+    out = capsys.readouterr().out
+    assert "[5/5]" in out and "events on the timeline" in out
+    assert (tmp_path / "demo" / "clips").is_dir() and (tmp_path / "demo" / "overlays").is_dir()
+    assert main(["demo", "--out", str(tmp_path / "demo")]) == 0  # a second run starts afresh
