@@ -10,11 +10,8 @@ Used by ``vigil analyze`` (with :mod:`worker.report`) and by the queue consumer.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import queue
 import re
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +33,7 @@ from worker.decode import (
     read_frame_at,
 )
 from worker.events import Event, detect_events
+from worker.feeding import FrameFeeder, PeakFrames
 from worker.infer import Detector, cam_to_heat
 from worker.overlay import overlay_jpeg
 
@@ -261,8 +259,8 @@ def _score_stream(
     cams: list[torch.Tensor] = []
     timings = Timings()
     duration = video.info.duration_s
-    with _FrameFeeder(video, options.queue_frames) as feeder:
-        for batch in feeder.batches(options.batch_size, timings):
+    with FrameFeeder(video, options.queue_frames) as feeder:
+        for batch in feeder.batches(options.batch_size):
             tick = time.perf_counter()
             out = detector.score([s.frame for s in batch])
             timings.inference_s += time.perf_counter() - tick
@@ -273,6 +271,7 @@ def _score_stream(
             cams.append(out.cams)
             if progress is not None and duration:
                 progress(min(0.95, 0.95 * times[-1] / duration))
+    timings.waiting_s = feeder.waiting_s
     if not times:
         raise DecodeError("undecodable", "no frame could be sampled from the video stream")
     return _Scored(
@@ -282,104 +281,6 @@ def _score_stream(
         kept=peaks.finish(),
         timings=timings,
     )
-
-
-class _FrameFeeder:
-    """A daemon thread that iterates a :class:`VideoDecoder` into a bounded queue."""
-
-    _END = object()
-
-    def __init__(self, video: FrameSource, size: int) -> None:
-        self._video = video
-        self._queue: queue.Queue[object] = queue.Queue(maxsize=size)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="vigil-decode", daemon=True)
-
-    def __enter__(self) -> _FrameFeeder:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        while self._thread.is_alive():  # unblock a producer waiting on a full queue
-            with contextlib.suppress(queue.Empty):
-                self._queue.get(timeout=0.05)
-        self._thread.join()
-
-    def _run(self) -> None:
-        item: object = self._END
-        try:
-            for sample in self._video:
-                if not self._put(sample):
-                    return
-        except BaseException as exc:  # handed to the consumer thread, which re-raises it
-            item = exc
-        self._put(item)
-
-    def _put(self, item: object) -> bool:
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def batches(self, size: int, timings: Timings) -> Iterator[list[SampledFrame]]:
-        """Batches of up to ``size`` frames; a batch is yielded as soon as it is full or the
-        stream ends. Exceptions from the decoder are re-raised here."""
-        batch: list[SampledFrame] = []
-        while True:
-            tick = time.perf_counter()
-            item = self._queue.get()
-            timings.waiting_s += time.perf_counter() - tick
-            if item is self._END:
-                break
-            if isinstance(item, BaseException):
-                raise item
-            batch.append(item)  # type: ignore[arg-type]
-            if len(batch) == size:
-                yield batch
-                batch = []
-        if batch:
-            yield batch
-
-
-class PeakFrames:
-    """Keep, per label, the frame with the highest score of each run of frames whose score is
-    at or above the label's ``off`` threshold (and whose best reaches ``on``): an event's key
-    frame is always one of these (see :mod:`worker.events`), so memory stays proportional to
-    the number of runs, not to the video length."""
-
-    def __init__(self, off: list[float], on: list[float], hole_s: float) -> None:
-        self._off, self._on, self._hole_s = off, on, hole_s
-        self._best: list[tuple[float, int, torch.Tensor] | None] = [None] * len(off)
-        self._last_t: float | None = None
-        self._kept: dict[int, torch.Tensor] = {}
-
-    def add(self, sample: SampledFrame, scores: list[float]) -> None:
-        """Account for one sampled frame (frames arrive in time order)."""
-        hole = self._last_t is not None and sample.t_s - self._last_t > self._hole_s
-        self._last_t = sample.t_s
-        for c, score in enumerate(scores):
-            best = self._best[c]
-            if best is not None and (score < self._off[c] or hole):
-                self._close(c)
-                best = None
-            if score >= self._off[c] and (best is None or score > best[0]):
-                self._best[c] = (score, sample.index, sample.frame)
-
-    def _close(self, c: int) -> None:
-        best = self._best[c]
-        if best is not None and best[0] >= self._on[c]:
-            self._kept[best[1]] = best[2]
-        self._best[c] = None
-
-    def finish(self) -> dict[int, torch.Tensor]:
-        """Close every open run; the kept frames by sampled-frame index."""
-        for c in range(len(self._best)):
-            self._close(c)
-        return self._kept
 
 
 def _explain(
@@ -453,7 +354,6 @@ __all__ = [
     "AnalyzeOptions",
     "FrameScores",
     "FrameSource",
-    "PeakFrames",
     "ProgressFn",
     "SegmentEvent",
     "SegmentResult",

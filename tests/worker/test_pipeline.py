@@ -15,7 +15,8 @@ from tests.worker.conftest import event_clip, remux_faststart
 from worker import pipeline
 from worker.decode import DecodeError, SampledFrame
 from worker.events import detect_events
-from worker.pipeline import AnalyzeOptions, PeakFrames, analyze_file
+from worker.feeding import FrameFeeder, PeakFrames
+from worker.pipeline import AnalyzeOptions, analyze_file
 
 TRUTH = {"red_square": [(1.5, 4.0), (8.0, 10.5)], "blue_square": [(3.0, 6.5)]}
 
@@ -98,8 +99,6 @@ def test_bad_input_raises_decode_error(tiny_loaded: LoadedModel, tmp_path: Path)
 
 def test_decoder_errors_reach_the_caller_and_the_thread_stops(tiny_loaded: LoadedModel) -> None:
     class Failing:
-        info = None
-
         def __iter__(self):
             frame = torch.zeros(3, 8, 8, dtype=torch.uint8)
             for i in range(40):  # more than the queue holds
@@ -107,10 +106,10 @@ def test_decoder_errors_reach_the_caller_and_the_thread_stops(tiny_loaded: Loade
                     raise DecodeError("too_long", "the stream runs past the limit")
                 yield SampledFrame(index=i, t_s=i / 2, frame=frame)
 
-    feeder = pipeline._FrameFeeder(Failing(), size=4)  # type: ignore[arg-type]
+    feeder = FrameFeeder(Failing(), size=4)
     seen = 0
     with pytest.raises(DecodeError, match="too_long"), feeder:
-        for batch in feeder.batches(8, pipeline.Timings()):
+        for batch in feeder.batches(8):
             seen += len(batch)
     assert seen == 24 and not feeder._thread.is_alive()
 
