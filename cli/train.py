@@ -35,6 +35,11 @@ _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
     ("--device", "device", str, "cpu | cuda | cuda:N | auto"),
     ("--init-weights", "init_weights", str, "checkpoint / state dict / torchvision weights name"),
 )
+_CHOICES: dict[str, tuple[str, ...]] = {
+    "arch": ("resnet18", "resnet34", "resnet50"),
+    "mode": ("supervised", "unsupervised", "alternating", "combined"),
+    "second": ("guided_backprop", "integrated_gradients"),
+}
 _SWITCHES: tuple[tuple[str, str, str], ...] = (
     ("reflect-padding", "reflect_padding", "reflect padding in convolutions (paper setting)"),
     ("freeze-bn", "freeze_bn", "keep batch-norm statistics frozen (default on)"),
@@ -73,7 +78,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=True,
                    help="show a progress bar")
     for flag, field, kind, text in _OVERRIDES:
-        p.add_argument(flag, dest=field, type=kind, default=None, help=text)
+        p.add_argument(flag, dest=field, type=kind, default=None, help=text,
+                       choices=_CHOICES.get(field))
     for name, field, text in _SWITCHES:
         p.add_argument(f"--{name}", dest=field, action=argparse.BooleanOptionalAction,
                        default=None, help=text)

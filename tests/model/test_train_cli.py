@@ -73,3 +73,14 @@ def test_one_step_run_from_frame_folders(tmp_path: Path, capsys: pytest.CaptureF
     assert meta.training_config["channels_last"] is True
     printed = capsys.readouterr().out
     assert "epoch   1" in printed and "best.safetensors" in printed
+
+
+def test_flag_choices_follow_the_config_types() -> None:
+    from typing import get_args
+
+    from cli.train import _CHOICES
+    from model.detector import ARCHITECTURES
+    from model.train import Mode, SecondMethod
+
+    expected = {"arch": ARCHITECTURES, "mode": get_args(Mode), "second": get_args(SecondMethod)}
+    assert expected == _CHOICES
