@@ -128,6 +128,12 @@ class VideoDecoder:
         self.last_time_s: float | None = None
         # Only a stream read from its start can be timed by counting frames.
         self._untimed_next: Fraction | None = Fraction(0) if self.options.start_s <= 0 else None
+        # The exact stream start (a float would shift every time by a rounding error and could
+        # push a frame that sits exactly on a target below it); None: the first frame's time.
+        start = self._stream.start_time
+        self._origin: Fraction | None = (
+            start * self._stream.time_base if start is not None and self._stream.time_base else None
+        )
 
     def __enter__(self) -> VideoDecoder:
         return self
@@ -150,13 +156,12 @@ class VideoDecoder:
             Fraction(self.options.start_s) - _TOLERANCE if self.options.start_s > 0 else Fraction(0)
         )
         end = Fraction(self.options.end_s) if self.options.end_s is not None else None
-        origin = Fraction(self.info.start_s)
         if start > 0:
-            self._seek(origin + start)
+            self._seek((self._origin or Fraction(0)) + start)
         next_target, index = start, 0
         try:
             for frame in self._container.decode(self._stream):
-                t = self._relative_time(frame, origin)
+                t = self._relative_time(frame)
                 if t is None or t < next_target:
                     continue
                 if end is not None and t >= end:
@@ -173,13 +178,15 @@ class VideoDecoder:
         if end is None:
             self._check_complete()
 
-    def _relative_time(self, frame: av.VideoFrame, origin: Fraction) -> Fraction | None:
+    def _relative_time(self, frame: av.VideoFrame) -> Fraction | None:
         """Frame time minus the stream start (exact); enforces the duration limit.
 
         Streams without timestamps (raw H.264) are timed by counting frame durations.
         """
         if frame.pts is not None and frame.time_base is not None:
-            t = frame.pts * frame.time_base - origin
+            if self._origin is None:
+                self._origin = frame.pts * frame.time_base
+            t = frame.pts * frame.time_base - self._origin
         elif self._untimed_next is not None:
             t = self._untimed_next
         else:

@@ -76,11 +76,12 @@ def test_samples_by_pts_at_the_analysis_rate(tmp_path: Path) -> None:
     assert [round(s.t_s, 3) for s in three] == [0.0, 0.4, 0.7, 1.0, 1.4, 1.7, 2.0, 2.4, 2.7]
 
 
-def test_stream_not_starting_at_zero(tmp_path: Path) -> None:
-    clip = write_clip(tmp_path / "late.mp4", 2.0, fps=10, frame_fn=ramp_frames(), start_pts_s=7.0)
+@pytest.mark.parametrize("start", [7.0, 0.1, 0.3, 1.7])  # non-dyadic starts: exact arithmetic
+def test_stream_not_starting_at_zero(tmp_path: Path, start: float) -> None:
+    clip = write_clip(tmp_path / "late.mp4", 2.0, fps=10, frame_fn=ramp_frames(), start_pts_s=start)
     with VideoDecoder(clip, DecodeOptions(fps=2.0)) as video:
         samples = list(video)
-        assert video.info.start_s == pytest.approx(7.0)
+        assert video.info.start_s == pytest.approx(start)
     assert [s.t_s for s in samples] == [0.0, 0.5, 1.0, 1.5]
     assert grey_level(samples[1].frame) == pytest.approx(8 * 5, abs=3)
 
