@@ -11,6 +11,7 @@ Used by ``vigil analyze`` (with :mod:`worker.report`) and by the queue consumer.
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -311,7 +312,7 @@ def _explain(
         if out_dir is not None:
             heat = cam_to_heat(scored.cams[key, c], (int(frame.shape[-2]), int(frame.shape[-1])))
             name = overlay_name(event.label, event.keyframe_s)
-            (out_dir / name).write_bytes(overlay_jpeg(frame, heat, quality=options.jpeg_quality))
+            _write_atomic(out_dir / name, overlay_jpeg(frame, heat, quality=options.jpeg_quality))
         events.append(
             SegmentEvent(
                 label=event.label,
@@ -335,6 +336,14 @@ def _key_frame(
         logger.debug("key frame %d not cached; re-reading it", index)
         frame = read_frame_at(path, scored.t_s[index], max_side=options.max_side).frame
     return frame
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    """Write through a temporary file so that a crash never leaves a half-written overlay that a
+    later run would take for a finished one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
 
 
 def overlay_name(label: str, time_s: float) -> str:
