@@ -59,6 +59,9 @@ def test_events_within_one_step_of_the_truth(
         assert (
             event.overlay is not None and (tmp_path / "overlays" / event.overlay).stat().st_size > 0
         )
+    assert sorted(p.name for p in (tmp_path / "overlays").iterdir()) == sorted(
+        e.overlay for e in result.events
+    )  # one JPEG per event, no temporary files left
     assert result.timings.total_s >= result.timings.inference_s > 0
 
 
