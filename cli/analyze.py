@@ -101,6 +101,8 @@ def run(args: argparse.Namespace) -> int:
         loaded = load_checkpoint(model_path, device=resolve_device(args.device or settings.device))
     except (CheckpointError, OSError) as exc:
         return _fail(f"cannot load the model: {exc}")
+    except RuntimeError as exc:  # an unknown device, or CUDA asked for where there is none
+        return _fail(f"cannot use device {args.device or settings.device!r}: {exc}".splitlines()[0])
     try:
         with _progress_bar(args.no_progress, args.video.name) as update:
             result = analyze_file(

@@ -103,6 +103,8 @@ def test_bad_model_and_bad_option(
     assert "cannot load the model" in _one_line_error(capsys)
     assert main(["analyze", str(clip), "--model", str(tiny_checkpoint), "--fps", "0"]) == 2
     assert "invalid fps" in _one_line_error(capsys)
+    assert main(["analyze", str(clip), "--model", str(tiny_checkpoint), "--device", "tpu9"]) == 2
+    assert "cannot use device 'tpu9'" in _one_line_error(capsys)
 
 
 def test_truncated_input_writes_partial_report_and_exits_3(
