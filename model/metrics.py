@@ -101,11 +101,36 @@ def mean_average_precision(scores: torch.Tensor, targets: torch.Tensor) -> float
     return float(ap.mean()) if ap.numel() else math.nan
 
 
+def f1_curve(scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """F1 of ``scores >= candidates[k]`` for every candidate and class.
+
+    Args:
+        scores: ``(N,C)`` probabilities.
+        targets: ``(N,C)`` multi-hot.
+        candidates: ``(K,)`` thresholds.
+
+    Returns:
+        ``(K,C) float64`` F1 (0 where a threshold gives no positive prediction and there is no
+        positive target).
+    """
+    s, t = _check_pair(scores, targets)
+    cand = candidates.detach().cpu().reshape(-1, 1, 1).to(s.dtype)  # (K,1,1)
+    pred = s.unsqueeze(0) >= cand  # (K,N,C)
+    tgt = t.unsqueeze(0)
+    tp = (pred & tgt).sum(1).double()
+    denom = 2 * tp + (pred & ~tgt).sum(1) + (~pred & tgt).sum(1)
+    return torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))
+
+
 def best_f1_thresholds(
     scores: torch.Tensor, targets: torch.Tensor, candidates: torch.Tensor | None = None,
     *, default: float = 0.5,
 ) -> torch.Tensor:
     """Per class, the candidate threshold with the highest F1 (ties: the lowest threshold).
+
+    For event hysteresis use :func:`model.thresholds.event_thresholds` instead: the lowest
+    F1-optimal threshold sits at the bottom of the gap between classes, too close to the scores
+    of background frames for events to close.
 
     Args:
         scores: ``(N,C)`` probabilities.
@@ -116,16 +141,11 @@ def best_f1_thresholds(
     Returns:
         ``(C,) float64`` thresholds.
     """
-    s, t = _check_pair(scores, targets)
+    _, t = _check_pair(scores, targets)
     if candidates is None:
         candidates = torch.arange(1, 20, dtype=torch.float64) / 20
     candidates = candidates.detach().cpu().double().reshape(-1).sort().values
-    cand = candidates.to(s.dtype).reshape(-1, 1, 1)  # (K,1,1)
-    pred = s.unsqueeze(0) >= cand  # (K,N,C)
-    tgt = t.unsqueeze(0)
-    tp = (pred & tgt).sum(1).double()
-    denom = 2 * tp + (pred & ~tgt).sum(1) + (~pred & tgt).sum(1)
-    f1 = torch.where(denom > 0, 2 * tp / denom.clamp(min=1), torch.zeros_like(tp))  # (K,C)
+    f1 = f1_curve(scores, targets, candidates)  # (K,C)
     best = candidates[f1.argmax(0)]  # argmax: the first (lowest) maximum
     return torch.where(t.any(0), best, torch.full_like(best, default))
 
@@ -216,6 +236,7 @@ __all__ = [
     "box_iou",
     "cam_box",
     "cam_boxes",
+    "f1_curve",
     "f1_per_class",
     "localisation_iou",
     "macro_f1",

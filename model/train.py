@@ -35,7 +35,6 @@ from model.atcon import consistency_loss
 from model.checkpoint import (
     CheckpointError,
     CheckpointMeta,
-    LabelThresholds,
     new_version_id,
     read_meta,
     save_checkpoint,
@@ -43,9 +42,9 @@ from model.checkpoint import (
 from model.data import FrameSet
 from model.detector import Architecture, build_detector, gradcam_layer
 from model.evaluate import evaluate, localisation_mean_iou, prepare
-from model.metrics import best_f1_thresholds
 from model.preprocess import Preprocessing
 from model.sampling import BatchCycler, StepKind, step_kinds, steps_per_epoch
+from model.thresholds import EventThresholdRule, event_thresholds
 from model.train_state import (
     EpochMetrics,
     TrainingState,
@@ -106,6 +105,10 @@ class TrainConfig(BaseModel):
     )
     cam_fraction: float = Field(
         default=0.5, gt=0, le=1, description="Grad-CAM threshold (fraction of max) for boxes."
+    )
+    threshold_rule: EventThresholdRule = Field(
+        default_factory=EventThresholdRule,
+        description="How the checkpoint's per-class event thresholds are chosen on validation.",
     )
 
     @model_validator(mode="after")
@@ -311,11 +314,8 @@ class _Run:
 
     def _meta(self, metrics: EpochMetrics, probs: torch.Tensor) -> CheckpointMeta:
         cfg = self.config
-        on = best_f1_thresholds(probs, self.val.targets)
-        thresholds = {
-            name: LabelThresholds(on=float(v), off=max(0.0, float(v) - 0.1))
-            for name, v in zip(cfg.classes, on, strict=True)
-        }
+        thresholds = event_thresholds(probs, self.val.targets, list(cfg.classes),
+                                      cfg.threshold_rule)
         return CheckpointMeta(
             version=self.state.version, arch=cfg.arch, classes=list(cfg.classes),
             input_size=cfg.input_size, mean=self.preprocessing.mean, std=self.preprocessing.std,

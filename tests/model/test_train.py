@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from model.checkpoint import load_checkpoint, read_meta
 from model.data import FrameSet, generated_frameset
 from model.evaluate import evaluate
+from model.thresholds import event_thresholds
 from model.train import (
     BatchCycler,
     TrainConfig,
@@ -114,7 +115,13 @@ def test_best_checkpoint_reloads_to_identical_outputs(
     assert meta.metrics["best_epoch"] == reference_run.best_epoch
     assert 0.0 <= meta.metrics["val_mean_iou"] <= 1.0  # the val set has boxes
     # The reloaded model scores the validation set exactly as the model did when it was saved.
-    metrics, _ = evaluate(loaded.model, data["val"], meta.preprocessing, batch_size=24)
+    metrics, probs = evaluate(loaded.model, data["val"], meta.preprocessing, batch_size=24)
+    # Event thresholds follow the robust rule on the best model's validation scores.
+    config = TrainConfig.model_validate(meta.training_config)
+    assert meta.thresholds == event_thresholds(probs, data["val"].targets, CLASSES,
+                                               config.threshold_rule)
+    assert all(0.2 <= t.on <= 0.9 and t.off == pytest.approx(0.8 * t.on)
+               for t in meta.thresholds.values())
     recorded = reference_run.history[reference_run.best_epoch - 1]
     assert metrics.val_bce == pytest.approx(recorded.val_bce, rel=1e-6)
     assert metrics.val_map == pytest.approx(recorded.val_map, rel=1e-6)
