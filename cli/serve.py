@@ -96,7 +96,7 @@ def ensure_active_model(store: Store, settings: Settings, checkpoint: Path | Non
     if active is not None:
         return active
     from model.checkpoint import read_meta
-    from service.schemas import ModelVersion
+    from service.schemas import ModelVersion, Thresholds
 
     source = checkpoint or settings.model_path
     if source is None:
@@ -115,6 +115,7 @@ def ensure_active_model(store: Store, settings: Settings, checkpoint: Path | Non
             arch=meta.arch,
             classes=meta.classes,
             metrics=_numeric(meta.metrics),
+            thresholds={c: Thresholds(**meta.thresholds_for(c).model_dump()) for c in meta.classes},
         )
     )
     store.models.activate(meta.version)

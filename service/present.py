@@ -14,6 +14,7 @@ from service.schemas import (
     Keyframe,
     Segment,
     SegmentPublic,
+    Thresholds,
 )
 
 
@@ -26,9 +27,20 @@ def event_public(event: Event) -> EventPublic:
     return EventPublic(**fields, keyframe=keyframe)
 
 
-def event_detail(event: Event, frames: list[FramePoint]) -> EventDetail:
-    """The event and its per-frame scores."""
-    return EventDetail(**event_public(event).model_dump(), frames=frames)
+def event_detail(
+    event: Event,
+    frames: list[FramePoint],
+    *,
+    context_s: float = 0.0,
+    thresholds: dict[str, Thresholds] | None = None,
+) -> EventDetail:
+    """The event, its per-frame scores (± ``context_s``) and its model's thresholds."""
+    return EventDetail(
+        **event_public(event).model_dump(),
+        frames=frames,
+        context_s=context_s,
+        thresholds=thresholds or None,
+    )
 
 
 def segment_public(segment: Segment) -> SegmentPublic:

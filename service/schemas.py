@@ -210,6 +210,13 @@ class Label(_Record):
     created_at: UtcDatetime = Field(default_factory=utcnow)
 
 
+class Thresholds(_Record):
+    """Hysteresis thresholds of one label: an event opens at ``on``, closes below ``off``."""
+
+    on: Score
+    off: Score
+
+
 class ModelVersion(_Record):
     """A model in the registry; ``active`` is filled in on read from the active pointer."""
 
@@ -219,6 +226,11 @@ class ModelVersion(_Record):
     classes: list[str]
     metrics: dict[str, float] = Field(
         default_factory=dict, description="Validation metrics, e.g. macro_f1, mAP."
+    )
+    thresholds: dict[str, Thresholds] = Field(
+        default_factory=dict,
+        description="The checkpoint's per-label event thresholds (empty for versions registered "
+        "before thresholds were recorded).",
     )
     parent: str | None = None
     training_job_id: str | None = None
@@ -318,9 +330,18 @@ class FramePoint(BaseModel):
 
 
 class EventDetail(EventPublic):
-    """An event and the per-frame scores of the frames it covers."""
+    """An event, the per-frame scores of the frames it covers (± ``context_s``) and the
+    thresholds of the model version that detected it."""
 
-    frames: list[FramePoint]
+    frames: list[FramePoint] = Field(
+        description="Analysed frames from `start - context_s` to `end + context_s`, by time."
+    )
+    context_s: float = Field(ge=0, description="Seconds of context around the event in `frames`.")
+    thresholds: dict[str, Thresholds] | None = Field(
+        default=None,
+        description="Per-label `{on, off}` of the event's model version; null when the registry "
+        "has none for it.",
+    )
 
 
 class EventsPage(Page[EventPublic]):

@@ -33,7 +33,7 @@ from model.checkpoint import LoadedModel, load_checkpoint
 from model.data import FrameSet
 from model.train import TrainConfig, train
 from service.jobs import LabeledInterval, TrainingJobSpec, TrainResult, ValidationMetrics
-from service.schemas import ModelVersion, Segment
+from service.schemas import ModelVersion, Segment, Thresholds
 from service.store import Store
 from worker.handlers import JobFailure, WorkerConfig
 
@@ -87,6 +87,9 @@ def run_training(
             parent=active.version if active else loaded.meta.version,
             training_job_id=job_id,
             metrics=_flat(metrics) | {f"active_{k}": v for k, v in _flat(active_metrics).items()},
+            thresholds={
+                c: Thresholds(**new.meta.thresholds_for(c).model_dump()) for c in new.meta.classes
+            },
         )
     )
     promoted = spec.promotion == "auto" and metrics.macro_f1 >= active_metrics.macro_f1

@@ -32,6 +32,7 @@ from service.schemas import (
     AuditAction,
     Event,
     EventDetail,
+    FramePoint,
     JobPublic,
     OverlayMethod,
     UtcDatetime,
@@ -42,6 +43,7 @@ from service.store import Store
 router = APIRouter(tags=["events"])
 
 MAX_WAIT_S = 30.0
+MAX_CONTEXT_S = 600.0
 _KEYFRAME_TOLERANCE = timedelta(milliseconds=1)
 
 
@@ -55,16 +57,47 @@ def _event(store: Store, event_id: str) -> Event:
 @router.get(
     "/v1/events/{event_id}",
     response_model=EventDetail,
-    responses=problem_responses(401, 403, 404),
-    summary="An event and its per-frame scores",
+    responses=problem_responses(401, 403, 404, 422),
+    summary="An event, its per-frame scores (with context) and its model's thresholds",
 )
-def get_event(event_id: str, key: ViewerKey, store: StoreDep) -> EventDetail:
+def get_event(
+    event_id: str,
+    key: ViewerKey,
+    store: StoreDep,
+    context_s: Annotated[
+        float,
+        Query(
+            ge=0.0,
+            le=MAX_CONTEXT_S,
+            description="Also return the frames this many seconds before and after the event "
+            "(from any segment of the stream).",
+        ),
+    ] = 0.0,
+) -> EventDetail:
     event = _event(store, event_id)
-    frames = store.segments.frames_between(
-        event.stream_id, event.start, event.end, event.segment_ids
-    )
+    frames = _frames(store, event, context_s)
+    model = store.models.get(event.model_version)
     store.audit.append(key.key_id, AuditAction.read_event, f"event:{event_id}")
-    return event_detail(event, frames)
+    return event_detail(
+        event, frames, context_s=context_s, thresholds=model.thresholds if model else None
+    )
+
+
+def _frames(store: Store, event: Event, context_s: float) -> list[FramePoint]:
+    """The stream's analysed frames in ``[start - context_s, end + context_s]``.
+
+    Without context the event's own segments hold every frame; with context the neighbouring
+    segments of the stream that overlap the widened window are read too.
+    """
+    if context_s <= 0:
+        return store.segments.frames_between(
+            event.stream_id, event.start, event.end, event.segment_ids
+        )
+    margin = timedelta(seconds=context_s)
+    start, end = event.start - margin, event.end + margin
+    around = [s.segment_id for s in store.segments.in_range(event.stream_id, start, end)]
+    ids = list(dict.fromkeys([*event.segment_ids, *around]))
+    return store.segments.frames_between(event.stream_id, start, end, ids)
 
 
 @router.get(

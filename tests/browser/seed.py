@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torchvision.io import encode_jpeg
 
-from model.checkpoint import CheckpointMeta, save_checkpoint
+from model.checkpoint import CheckpointMeta, LabelThresholds, save_checkpoint
 from model.detector import build_detector
 from service.jobs import RenderOverlayPayload
 from service.schemas import (
@@ -26,6 +26,7 @@ from service.schemas import (
     Role,
     Segment,
     SegmentStatus,
+    Thresholds,
     to_epoch,
 )
 from service.store import Store
@@ -40,6 +41,8 @@ DURATION_S = 30.0
 WIDTH, HEIGHT = 320, 240
 MODEL = "m-20260301-base"
 CLASSES = ["fall", "bed_exit"]
+# Per-label (on, off) event thresholds of the seeded models (checkpoint and registry agree).
+THRESHOLDS = {"fall": (0.6, 0.48), "bed_exit": (0.55, 0.44)}
 
 # (event_id, label, start_s, end_s, peak, consistency, open)
 EVENTS = [
@@ -149,7 +152,9 @@ def _checkpoint(data_dir: Path, version: str) -> str:
     torch.manual_seed(0)
     model = build_detector("resnet18", len(CLASSES))
     relpath = f"models/{version}.safetensors"
-    meta = CheckpointMeta(version=version, arch="resnet18", classes=CLASSES, input_size=64)
+    thresholds = {c: LabelThresholds(on=on, off=off) for c, (on, off) in THRESHOLDS.items()}
+    meta = CheckpointMeta(version=version, arch="resnet18", classes=CLASSES, input_size=64,
+                          thresholds=thresholds)
     save_checkpoint(data_dir / relpath, model, meta)
     return relpath
 
@@ -172,6 +177,7 @@ def seed(store: Store, data_dir: Path) -> Seeded:
             version=version, path=_checkpoint(data_dir, version), arch="resnet18", classes=CLASSES,
             metrics={"macro_f1": f1, "mean_ap": f1 + 0.03}, created_at=created,
             parent=None if version == MODEL else MODEL,
+            thresholds={c: Thresholds(on=on, off=off) for c, (on, off) in THRESHOLDS.items()},
         ))
     store.models.activate(MODEL)
     for role in Role:

@@ -12,7 +12,7 @@ import pytest
 
 from service.schemas import to_epoch
 from tests.browser.conftest import LiveServer, screenshot, sign_in
-from tests.browser.seed import EVENTS, QUIET_STREAM, STREAM, T0, at, quiet_event
+from tests.browser.seed import EVENTS, QUIET_STREAM, STREAM, T0, THRESHOLDS, at, quiet_event
 
 pytestmark = pytest.mark.browser
 
@@ -179,8 +179,15 @@ def test_event_view_overlay_methods_and_video(page, live_server: LiveServer):
     )
     page.wait_for_selector("#raw-frame[data-ready='true']")
 
-    # The per-frame score curve with its thresholds is drawn.
+    # The per-frame score curve with the model's thresholds, and 10 s of context: the event is
+    # [5, 9] s and the 2 fps scores start at 0 s, so the curve covers [0, 19] s (39 frames).
     assert page.locator("#score-chart polyline[data-cls='fall']").count() == 1
+    points = page.get_attribute("#score-chart polyline[data-cls='fall']", "points")
+    assert len(points.split()) == 39
+    on, off = THRESHOLDS["fall"]
+    assert page.get_attribute("#score-chart g.threshold-on", "data-value") == str(on)
+    assert page.get_attribute("#score-chart g.threshold-off", "data-value") == str(off)
+    assert page.locator("#no-thresholds").count() == 0
 
     for method, channel in (("guided_backprop", 1), ("integrated_gradients", 2)):
         page.check(f"input[name='overlay-method'][value='{method}']")

@@ -47,6 +47,27 @@ def test_keys_create_list_revoke(
         store.close()
 
 
+def test_default_model_is_registered_with_its_thresholds(
+    tiny_checkpoint: Path, store: Store, tmp_path: Path
+) -> None:
+    from cli.serve import ensure_active_model
+    from model.checkpoint import read_meta
+    from service.config import Settings
+
+    settings = Settings(data_dir=tmp_path / "data", model_path=tiny_checkpoint)
+    meta = read_meta(tiny_checkpoint)
+    assert ensure_active_model(store, settings) == meta.version
+    model = store.models.get(meta.version)
+    assert model is not None and model.active
+    assert (settings.data_dir / model.path).is_file()
+    assert {c: (t.on, t.off) for c, t in model.thresholds.items()} == {
+        c: (meta.thresholds_for(c).on, meta.thresholds_for(c).off) for c in meta.classes
+    }
+    # An active model is kept: a second call registers nothing.
+    assert ensure_active_model(store, settings) == meta.version
+    assert [m.version for m in store.models.list()] == [meta.version]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -129,6 +150,7 @@ def test_serve_on_embedded_redis_bootstraps_and_persists(
         _wait_ready(proc, base, second_log)
         status, models = _get(f"{base}/v1/admin/models", key)  # the key survived the restart
         assert status == 200 and [m["active"] for m in models["data"]] == [True]
+        assert set(models["data"][0]["thresholds"]) == {"square", "other"}
     finally:
         _stop(proc, second_log)
     assert "First admin API key" not in second_log.read_text()  # printed once, ever

@@ -63,6 +63,10 @@ def test_atcon_retraining_registers_a_child_version_and_follows_the_promotion_ru
     meta = read_meta(data / registered.path)
     assert meta.version == result.version and meta.parent_version == active.version
     assert meta.training_config["mode"] == "combined"
+    # The registry carries the new checkpoint's event thresholds (the viewer's score chart).
+    assert {c: (t.on, t.off) for c, t in registered.thresholds.items()} == {
+        c: (meta.thresholds_for(c).on, meta.thresholds_for(c).off) for c in meta.classes
+    }
     assert store.models.active_version() == (result.version if result.promoted else active.version)
 
 

@@ -9,13 +9,17 @@ import { OverlayPanel } from "./overlay.js";
 import { SegmentPlayer } from "./player.js";
 import { CONSISTENCY_HELP, consistencyWords } from "./timeline-view.js";
 
+// Seconds of scores before and after the event in the chart (GET /v1/events/{id}?context_s=), so
+// the curve shows the score rising to the on threshold and falling below the off threshold.
+export const CONTEXT_S = 10;
+
 export async function render(main, { args, session }) {
   const eventId = args[0];
   document.title = "Event · Vigil";
   mount(main, h("section", { class: "page" }, h("p", { class: "muted", role: "status" }, "Loading the event…")));
   let detail;
   try {
-    detail = await json(`/v1/events/${encodeURIComponent(eventId)}`);
+    detail = await json(`/v1/events/${encodeURIComponent(eventId)}?context_s=${CONTEXT_S}`);
   } catch (err) {
     mount(main, h("section", { class: "page" }, h("h1", {}, "Event not available"),
       h("p", { role: "alert" }, err.message), h("p", {}, h("a", { href: "#/streams" }, "Back to the streams"))));
@@ -89,7 +93,7 @@ class EventPage {
 
   chartNote() {
     return thresholdsOf(this.detail)
-      ? h("p", { class: "help" }, "Dashed lines: the event starts when the score rises above ‘on’ and ends when it falls below ‘off’. Click the chart to move the video there.")
+      ? h("p", { class: "help", id: "threshold-help" }, `Dashed lines: the event starts when the score rises above ‘on’ and ends when it falls below ‘off’. The shaded band is the event, with up to ${CONTEXT_S} s before and after. Click the chart to move the video there.`)
       : h("p", { class: "help", id: "no-thresholds" }, "The API did not report this model's thresholds, so they are not drawn. Click the chart to move the video there.");
   }
 
