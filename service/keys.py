@@ -125,6 +125,14 @@ class Keys:
         """ZSET job_id -> created_at, every job (for listing and counting)."""
         return self._k("jobs", "index")
 
+    def jobs_by_kind(self, kind: str) -> str:
+        """ZSET job_id -> created_at, the jobs of one kind (e.g. ``train``: the admin listing)."""
+        return self._k("jobs", "kind", kind)
+
+    def jobs_kind_index_ready(self) -> str:
+        """STRING marker: jobs created before ``jobs_by_kind`` existed have been indexed."""
+        return self._k("jobs", "kind_index_ready")
+
     def jobs_by_status(self, status: str) -> str:
         """SET of job ids in one status (queued, running, succeeded, failed)."""
         return self._k("jobs", "status", status)

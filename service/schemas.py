@@ -462,6 +462,10 @@ class TrainingJobPublic(JobPublic):
     result: TrainResult | None
 
 
+class TrainingJobsPage(Page[TrainingJobPublic]):
+    """Training jobs, newest first."""
+
+
 class Me(BaseModel):
     """The calling key."""
 

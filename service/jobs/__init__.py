@@ -4,6 +4,7 @@ The API enqueues and reads jobs; ``worker.consumer`` claims, runs and settles th
 from here: ``from service.jobs import JobQueue, Job, QueueFull, TrainingJobSpec``.
 """
 
+from service.jobs.listing import Position, index_job_kinds, list_jobs_by_kind
 from service.jobs.models import (
     GROUP,
     AnalyzeSegmentPayload,
@@ -50,6 +51,7 @@ __all__ = [
     "LabeledInterval",
     "LabeledStream",
     "LeaseLost",
+    "Position",
     "Promotion",
     "QueueFull",
     "RenderOverlayPayload",
@@ -61,5 +63,7 @@ __all__ = [
     "TrainingMethod",
     "ValidationMetrics",
     "WorkerInfo",
+    "index_job_kinds",
+    "list_jobs_by_kind",
     "new_job_id",
 ]

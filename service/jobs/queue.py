@@ -152,7 +152,11 @@ class JobQueue:
         job_id = job_id or new_job_id()
         now = time.time()
         outcome, depth = self._scripts.enqueue(
-            keys=self._queue_keys(job_id),
+            keys=[
+                *self._queue_keys(job_id),
+                self.keys.jobs_delayed(),
+                self.keys.jobs_by_kind(payload.kind),
+            ],
             args=[job_id, payload.kind, payload.model_dump_json(), repr(now), self.max_length],
         )
         outcome = _text(outcome)
@@ -171,6 +175,17 @@ class JobQueue:
             return None
         fields = {_text(k): _text(v) for k, v in raw.items()}
         return _job_from_fields(job_id, fields)
+
+    def get_many(self, job_ids: list[str]) -> list[Job | None]:
+        """The records of ``job_ids`` in one round trip (None where a job does not exist)."""
+        with self.client.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hgetall(self.keys.job(job_id))
+            raws = pipe.execute()
+        return [
+            _job_from_fields(job_id, {_text(k): _text(v) for k, v in raw.items()}) if raw else None
+            for job_id, raw in zip(job_ids, raws, strict=True)
+        ]
 
     def wait(self, job_id: str, timeout_s: float, poll_s: float = 0.1) -> Job | None:
         """Poll until the job is finished or ``timeout_s`` passed; returns the last record."""

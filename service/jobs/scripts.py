@@ -7,7 +7,8 @@ holds, and that entry is in the consumer's pending list (``XPENDING`` filtered b
 
 Key layout passed by :mod:`service.jobs.queue` (``KEYS``):
 ``1 job hash, 2 stream, 3 index, 4 queued set, 5 running set, 6 succeeded set, 7 failed set,
-8 delayed zset``. Status sets are addressed by index so that no script formats a key name.
+8 delayed zset, 9 the index of the job's kind`` (9: enqueue only). Status sets are addressed by
+index so that no script formats a key name.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
 redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'status', 'queued',
   'progress', '0', 'attempts', '0', 'created_at', ARGV[4], 'entry', entry)
 redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[9], ARGV[4], ARGV[1])
 move(ARGV[1], nil, 'queued')
 return {'ok', depth + 1}
 """

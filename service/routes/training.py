@@ -1,4 +1,5 @@
-"""Admin retraining: ``POST /v1/admin/training-jobs`` and ``GET /v1/admin/training-jobs/{id}``."""
+"""Admin retraining: ``POST /v1/admin/training-jobs``, ``GET /v1/admin/training-jobs`` (the
+list, newest first) and ``GET /v1/admin/training-jobs/{id}``."""
 
 from __future__ import annotations
 
@@ -6,11 +7,22 @@ from fastapi import APIRouter
 
 from service.deps import AdminKey, QueueDep, StoreDep
 from service.errors import NotFound, ServiceUnavailable, Unprocessable, problem_responses
-from service.jobs import Job, QueueFull, TrainingJobSpec, TrainPayload
+from service.jobs import (
+    Job,
+    QueueFull,
+    TrainingJobSpec,
+    TrainPayload,
+    index_job_kinds,
+    list_jobs_by_kind,
+)
 from service.present import job_public
-from service.schemas import AuditAction, TrainingJobPublic
+from service.routes.streams import CursorParam, Limit
+from service.schemas import AuditAction, TrainingJobPublic, TrainingJobsPage
+from service.store import InvalidCursor
+from service.store._base import Cursor
 
 router = APIRouter(tags=["admin"])
+_LISTING = "training_jobs"
 
 
 def training_public(job: Job) -> TrainingJobPublic:
@@ -46,6 +58,28 @@ def create_training_job(
         ) from exc
     store.audit.append(key.key_id, AuditAction.create_training_job, f"job:{job.job_id}")
     return training_public(job)
+
+
+@router.get(
+    "/v1/admin/training-jobs",
+    response_model=TrainingJobsPage,
+    responses=problem_responses(401, 403, 422),
+    summary="Retraining jobs, newest first: status, progress, request and metrics",
+)
+def list_training_jobs(
+    _key: AdminKey, queue: QueueDep, limit: Limit = 100, cursor: CursorParam = None
+) -> TrainingJobsPage:
+    before = None
+    if cursor:
+        try:
+            after = Cursor.decode(cursor, _LISTING)
+        except InvalidCursor as exc:
+            raise Unprocessable(str(exc), code="invalid_cursor") from exc
+        before = (after.score, after.member)
+    index_job_kinds(queue)  # once per deployment (one EXISTS afterwards): jobs queued earlier
+    jobs, last = list_jobs_by_kind(queue, "train", limit=limit, before=before)
+    next_cursor = Cursor(_LISTING, *last).encode() if last else None
+    return TrainingJobsPage(data=[training_public(j) for j in jobs], next_cursor=next_cursor)
 
 
 @router.get(

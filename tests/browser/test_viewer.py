@@ -317,6 +317,28 @@ def test_admin_starts_retraining_from_labeled_intervals(page, live_server: LiveS
     assert [s["stream_id"] for s in job["spec"]["streams"]] == [STREAM]
 
 
+def test_admin_lists_training_jobs_from_the_api_with_older_pages(page, live_server: LiveServer):
+    # Jobs started elsewhere (another admin, a script), not behind any model version: only the
+    # list endpoint knows them. 21 of them: more than one page of 20.
+    spec = {"streams": [{"stream_id": STREAM}], "hyperparameters": {"epochs": 1}}
+    with live_server.api("admin") as api:
+        posted = [api.post("/v1/admin/training-jobs", json=spec).json()["job_id"]
+                  for _ in range(21)]
+        total = len(api.get("/v1/admin/training-jobs", params={"limit": 1000}).json()["data"])
+    sign_in(page, live_server.base_url, live_server.keys["admin"])
+    page.goto(live_server.base_url + "/#/admin")
+    rows = page.locator("#jobs-table tbody tr")
+    rows.first.wait_for()
+    assert rows.count() == 20
+    assert rows.first.get_attribute("data-job-id") == posted[-1]  # newest first
+    page.click("#jobs-more")
+    page.wait_for_function(
+        "(n) => document.querySelectorAll('#jobs-table tbody tr').length === n", arg=min(total, 40)
+    )
+    shown = [rows.nth(i).get_attribute("data-job-id") for i in range(rows.count())]
+    assert shown[:21] == posted[::-1]
+
+
 def test_admin_creates_a_key_shown_once(page, live_server: LiveServer):
     sign_in(page, live_server.base_url, live_server.keys["admin"])
     page.goto(live_server.base_url + "/#/admin")

@@ -18,7 +18,9 @@ from service.jobs import (
     JobStatus,
     LeaseLost,
     QueueFull,
+    RenderOverlayPayload,
     WorkerInfo,
+    list_jobs_by_kind,
 )
 from service.keys import Keys
 
@@ -64,6 +66,32 @@ def test_bytes_responses_client_works_too(redis_url: str, redis_prefix: str) -> 
     claim = queue.claim("w1", block_s=0.1)
     queue.complete(claim, _result("seg-0"))
     assert queue.get(job.job_id).status is JobStatus.SUCCEEDED
+    client.close()
+
+
+def test_jobs_of_one_kind_page_newest_first_even_with_equal_times(
+    redis_url: str, redis_prefix: str
+) -> None:
+    client = redis.Redis.from_url(redis_url)  # bytes replies: the listing decodes them itself
+    queue = _make_queue(client, redis_prefix)
+    analyses = [queue.enqueue(_payload(n)).job_id for n in range(3)]
+    render = RenderOverlayPayload(
+        stream_id="s1", segment_id="seg-0", offset_s=1.0, method="guided_backprop", label="fall"
+    )
+    renders = [queue.enqueue(render, job_id=f"j-r{n}").job_id for n in range(2)]
+    # Two analyses created in the same instant: (time, id) still orders them totally.
+    client.zadd(Keys(redis_prefix).jobs_by_kind("analyze_segment"), {analyses[1]: 5.0,
+                                                                       analyses[2]: 5.0})
+    pages, before = [], None
+    while True:
+        jobs, before = list_jobs_by_kind(queue, "analyze_segment", limit=1, before=before)
+        pages.append([j.job_id for j in jobs])
+        if before is None:
+            break
+    assert pages == [[analyses[0]], [max(analyses[1:])], [min(analyses[1:])]]
+    jobs, more = list_jobs_by_kind(queue, "render_overlay", limit=10)
+    assert [j.job_id for j in jobs] == renders[::-1] and more is None
+    assert queue.get_many([renders[0], "nope"]) == [queue.get(renders[0]), None]
     client.close()
 
 

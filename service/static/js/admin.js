@@ -1,13 +1,13 @@
 // Admin page (admin keys only): the model registry with activate/rollback, training jobs with
 // progress and metrics, a retraining form over clinician labels, and API keys.
 
-import { all, ApiError, json } from "./api.js";
+import { all, json, query } from "./api.js";
 import { fmtDateTime, fmtNumber, h, mount, ms, toast } from "./dom.js";
 import { renderKeys } from "./admin-keys.js";
 import { renderTrainingForm } from "./admin-train.js";
 
-const JOBS_STORAGE = "vigil.trainingJobs";
 const POLL_MS = 3000;
+const JOBS_PAGE = 20;
 
 export async function render(main, { session }) {
   document.title = "Admin · Vigil";
@@ -22,7 +22,7 @@ export async function render(main, { session }) {
     h("section", { "aria-labelledby": "train-title" }, h("h2", { id: "train-title" }, "Retrain from labeled intervals"), formBox),
     h("section", { "aria-labelledby": "keys-title" }, h("h2", { id: "keys-title" }, "API keys"), keysBox)));
 
-  const state = { stopped: false, timer: 0, models: [] };
+  const state = { stopped: false, timer: 0, models: [], jobPages: 1 };
   const refreshModels = async () => {
     try {
       state.models = await all("/v1/admin/models", { limit: 100 });
@@ -34,9 +34,13 @@ export async function render(main, { session }) {
   const refreshJobs = async () => {
     clearTimeout(state.timer);
     try {
-      const jobs = await loadJobs(state.models);
+      const { jobs, more } = await loadJobs(state.jobPages);
       if (state.stopped) return;
-      mount(jobsBox, jobs.length ? jobsTable(jobs) : h("p", { class: "muted" }, "No training job yet."));
+      const older = more ? h("button", {
+        type: "button", class: "btn btn-small", id: "jobs-more",
+        onclick: () => { state.jobPages += 1; refreshJobs(); },
+      }, "Show older jobs") : null;
+      mount(jobsBox, jobs.length ? [jobsTable(jobs), older] : h("p", { class: "muted" }, "No training job yet."));
       const running = jobs.some((j) => j.status === "queued" || j.status === "running");
       if (running) state.timer = setTimeout(refreshJobs, POLL_MS);
       else if (jobs.some((j) => j.result?.promoted)) await refreshModels();
@@ -47,10 +51,7 @@ export async function render(main, { session }) {
   await refreshModels();
   await refreshJobs();
   renderTrainingForm(formBox, {
-    onStarted: (job) => {
-      rememberJob(job.job_id);
-      refreshJobs();
-    },
+    onStarted: () => refreshJobs(),
   });
   renderKeys(keysBox, session.keyId);
   return () => {
@@ -99,27 +100,20 @@ function activateButton(model, active, refresh) {
   return button;
 }
 
-function rememberJob(jobId) {
-  const ids = JSON.parse(sessionStorage.getItem(JOBS_STORAGE) || "[]");
-  if (!ids.includes(jobId)) ids.unshift(jobId);
-  sessionStorage.setItem(JOBS_STORAGE, JSON.stringify(ids.slice(0, 50)));
-}
-
 /**
- * Training jobs: the list endpoint when the API has one; otherwise the jobs behind the registry's
- * versions plus those started from this tab.
+ * The newest `pages` pages of training jobs (GET /v1/admin/training-jobs, newest first), and
+ * whether older ones remain.
  */
-async function loadJobs(models) {
-  try {
-    return await all("/v1/admin/training-jobs", { limit: 50 }, { maxPages: 1 });
-  } catch (err) {
-    if (!(err instanceof ApiError) || ![404, 405].includes(err.status)) throw err;
+async function loadJobs(pages) {
+  const jobs = [];
+  let cursor = null;
+  for (let page = 0; page < pages; page += 1) {
+    const body = await json(`/v1/admin/training-jobs${query({ limit: JOBS_PAGE, cursor })}`);
+    jobs.push(...(body.data || []));
+    cursor = body.next_cursor;
+    if (!cursor) break;
   }
-  const ids = new Set(JSON.parse(sessionStorage.getItem(JOBS_STORAGE) || "[]"));
-  for (const m of models) if (m.training_job_id) ids.add(m.training_job_id);
-  const jobs = await Promise.all([...ids].map((id) =>
-    json(`/v1/admin/training-jobs/${encodeURIComponent(id)}`).catch(() => null)));
-  return jobs.filter(Boolean).sort((a, b) => ms(b.created_at) - ms(a.created_at));
+  return { jobs, more: Boolean(cursor) };
 }
 
 function jobsTable(jobs) {
@@ -127,7 +121,7 @@ function jobsTable(jobs) {
     h("thead", {}, h("tr", {}, ["Job", "Started", "Method", "Status", "Progress", "New model",
       "Macro-F1 new / active", "Promoted"].map((t) => h("th", { scope: "col" }, t)))),
     h("tbody", {}, jobs.map((job) => {
-      const spec = job.payload?.spec || job.spec || {};
+      const spec = job.spec || {};
       const res = job.result || {};
       const pct = Math.round((job.progress || 0) * 100);
       return h("tr", { dataset: { jobId: job.job_id, status: job.status } },
