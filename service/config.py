@@ -42,7 +42,9 @@ class Settings(BaseSettings):
 
     # Analysis
     analysis_fps: float = Field(default=2.0, gt=0)
-    device: str = Field(default="auto", description="'auto', 'cpu' or a torch device such as 'cuda:0'.")
+    device: str = Field(
+        default="auto", description="'auto', 'cpu' or a torch device such as 'cuda:0'."
+    )
     model_path: Path | None = Field(
         default=None, description="Checkpoint to use when the registry has no active model."
     )

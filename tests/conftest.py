@@ -19,7 +19,9 @@ def redis_url() -> str:
     try:
         client.ping()
     except redis.ConnectionError as exc:  # pragma: no cover - environment problem
-        pytest.fail(f"no Redis at {REDIS_URL}: start redis-server or set VIGIL_TEST_REDIS_URL ({exc})")
+        pytest.fail(
+            f"no Redis at {REDIS_URL}: start redis-server or set VIGIL_TEST_REDIS_URL ({exc})"
+        )
     finally:
         client.close()
     return REDIS_URL

@@ -13,7 +13,9 @@ FrameFn = Callable[[float], np.ndarray]
 """Maps a time in seconds to an ``(H, W, 3) uint8`` RGB frame."""
 
 
-def solid_frames(height: int = 96, width: int = 128, color: tuple[int, int, int] = (40, 40, 40)) -> FrameFn:
+def solid_frames(
+    height: int = 96, width: int = 128, color: tuple[int, int, int] = (40, 40, 40)
+) -> FrameFn:
     """A frame function that always returns one solid colour."""
     frame = np.empty((height, width, 3), dtype=np.uint8)
     frame[:] = color
