@@ -63,7 +63,7 @@ class Recipe(BaseModel):
 
 DEFAULT_RECIPE = Recipe(
     name="default",
-    version=1,
+    version=2,  # 2: event thresholds from the near-optimal-F1 interval rule (model.thresholds)
     classes=("person_present", "multiple_people", "falling", "fallen"),
     # Rooms 0-23 train, 900-903 validate, 950-957 test: three disjoint sets of rooms.
     train=CorpusSpec(rooms=24, clips_per_room=3, room_offset=0, fps=1.0, event_fps=5.0),
