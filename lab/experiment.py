@@ -3,6 +3,9 @@
 For every seed: draw a k-shot labeled set from the target pool, then fine-tune each method from
 the same pre-trained backbone and the same seeded head with the same labeled steps (ATCON's
 unlabeled steps come on top), keep the best step by validation mAP, and score on held-out clips.
+With ``finetuning.start="baseline"`` the shared start is instead a stage-1 supervised model of
+the seed (the normal baseline run), so the reported baseline is stage 1 plus the same labeled
+steps again and ATCON is stage 1 plus the same labeled steps and its unlabeled steps.
 The results file holds per-seed and mean metrics per method and, for each ATCON variant, the
 paired difference to the baseline with a 95% t-interval over seeds. It is rewritten after every
 (seed, method), so an interrupted run leaves what it finished.
@@ -21,6 +24,7 @@ from typing import Literal
 
 import torch
 from pydantic import BaseModel, Field
+from torch import nn
 
 from lab.evaluation import Metrics, evaluate_model
 from lab.finetune import METHODS, FineTuneLog, Method, finetune
@@ -156,6 +160,11 @@ def run_experiment(
 
 
 def _run_seed(preset: Preset, seed: int, start: Path, target, methods: dict[str, MethodResult]):
+    """Fine-tune and score every method of ``methods`` on ``seed``, appending to its results.
+
+    With ``finetuning.start == "baseline"`` a stage-1 supervised model is trained first and
+    every method starts from a copy of it (its log records the stage-1 run).
+    """
     from lab.datasets import k_shot
 
     ft = preset.finetuning
@@ -163,6 +172,22 @@ def _run_seed(preset: Preset, seed: int, start: Path, target, methods: dict[str,
     logger.info(
         "seed %d: %d labeled frames %s", seed, len(labeled), labeled.targets.sum(0).tolist()
     )
+    initial: nn.Module | None = None
+    stage1: FineTuneLog | None = None
+    if ft.start == "baseline":
+        # Stage 1: the normal baseline run from the pre-trained backbone; every method below
+        # (the baseline included) starts from a copy of it with its own normal schedule.
+        initial, stage1 = finetune(
+            "baseline",
+            start,
+            labeled,
+            target.unlabeled,
+            target.val,
+            ft,
+            input_size=preset.input_size,
+            seed=seed,
+        )
+        logger.info("seed %d: stage-1 baseline, val mAP %s", seed, stage1.val_map)
     for name in methods:
         method: Method = name  # type: ignore[assignment]
         model, log = finetune(
@@ -174,7 +199,10 @@ def _run_seed(preset: Preset, seed: int, start: Path, target, methods: dict[str,
             ft,
             input_size=preset.input_size,
             seed=seed,
+            initial=initial,
         )
+        if stage1 is not None:
+            log = log.model_copy(update={"start": "baseline", "stage1": stage1})
         t0 = time.perf_counter()
         metrics = evaluate_model(
             model,

@@ -19,7 +19,7 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from torch import nn
 
 from lab.presets import FineTuning
@@ -45,6 +45,16 @@ class FineTuneLog(BaseModel):
     best_step: int
     val_map: list[float | None]
     seconds: float
+    start: Literal["pretrained", "baseline"] = Field(
+        default="pretrained",
+        description="'pretrained': backbone + fresh seeded head; 'baseline': a copy of the "
+        "seed's stage-1 supervised model (see ``stage1``).",
+    )
+    stage1: FineTuneLog | None = Field(
+        default=None,
+        description="With start 'baseline': the log of the stage-1 run this one started from "
+        "(its best ``val_map`` is the start's validation mAP).",
+    )
 
 
 def schedule(
@@ -72,16 +82,23 @@ def finetune(
     input_size: int,
     seed: int,
     device: torch.device | None = None,
+    initial: nn.Module | None = None,
 ) -> tuple[nn.Module, FineTuneLog]:
     """Fine-tune from the backbone in ``start`` (a new head, seeded by ``seed``, so the three
     methods of a seed start from identical weights and see the same labeled batches).
+
+    ``initial``, when given, replaces that start: training begins from a deep copy of this
+    model, head included (``initial`` itself is not modified), e.g. a stage-1 baseline.
 
     Returns the model of the best validation mAP (eval mode) and a log.
     """
     device = device or torch.device("cpu")
     started = time.perf_counter()
     torch.manual_seed(seed)
-    model = build_detector("resnet18", labeled.num_classes, weights=start).to(device)
+    if initial is None:
+        model = build_detector("resnet18", labeled.num_classes, weights=start).to(device)
+    else:
+        model = copy.deepcopy(initial).to(device)
     layer = gradcam_layer(model)
     prep = Preprocessing(input_size=input_size)
     optimizer = torch.optim.Adam(model.parameters(), lr=ft.lr)

@@ -47,6 +47,13 @@ class FineTuning(BaseModel):
     mask_intensity: float = 8.0
     ig_steps: int = 8
     freeze_bn: bool = True
+    start: Literal["pretrained", "baseline"] = Field(
+        default="pretrained",
+        description="Where every method starts: 'pretrained' = the pre-trained backbone with a "
+        "fresh seeded head; 'baseline' = a stage-1 supervised model of the seed (the normal "
+        "baseline run from the pre-trained backbone, best by val mAP), so each method's own "
+        "schedule runs on top of the same trained model.",
+    )
 
 
 class SyntheticTarget(BaseModel):
