@@ -15,9 +15,10 @@ shared machine hits every method alike; each figure is the median over the round
 - Grad-CAM frames/s: ours (raw maps + the display form) vs a forward pass alone (``no_grad``)
   vs ``pytorch_grad_cam.GradCAM`` (which returns the display form).
 - ATCON step (consistency loss, backward, Adam) vs a per-image loop that follows the paper's
-  code: each Grad-CAM by a backward pass that runs to the input with ``create_graph=True``,
-  Guided Backprop on a forward pass of its own with ReLUs swapped for a guided Function, one
-  image at a time.
+  code (``tests/support/atcon_reference.py``, the oracle of the tests): each Grad-CAM by a
+  backward pass that runs to the input with ``create_graph=True``, Guided Backprop on a forward
+  pass of its own with ReLUs swapped for a guided Function, one image at a time. Before timing,
+  the two steps are checked to compute the same loss and the same parameter gradients.
 """
 
 from __future__ import annotations
@@ -42,77 +43,7 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
 from model.atcon import consistency_loss  # noqa: E402
 from model.attention import grad_cam, grad_cam_display  # noqa: E402
 from model.detector import build_detector, gradcam_layer  # noqa: E402
-
-
-# ---------------------------------------------------------------- the paper-style per-image loop
-class _GuidedReLUFn(torch.autograd.Function):
-    """Guided ReLU as in the reference code: non-differentiable masks on input and gradient."""
-
-    @staticmethod
-    def forward(ctx, inp: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(inp)
-        return inp.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (inp,) = ctx.saved_tensors
-        return grad * (inp > 0).to(grad.dtype) * (grad > 0).to(grad.dtype)
-
-
-class _GuidedReLU(nn.Module):
-    def forward(self, inp: Tensor) -> Tensor:
-        return _GuidedReLUFn.apply(inp)
-
-
-def _loop_grad_cam(model: nn.Module, layer: nn.Module, img: Tensor, cls: int | None):
-    store: dict[str, Tensor] = {}
-
-    def hook(_m: nn.Module, _i: object, out: Tensor) -> None:
-        store["a"] = out
-        out.register_hook(lambda g: store.__setitem__("g", g))
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        inp = img[None].detach().requires_grad_(True)
-        logits = model(inp)
-        cls = int(logits.argmax()) if cls is None else cls
-        torch.autograd.grad(logits[0, cls], inp, create_graph=True)  # runs to the input
-    finally:
-        handle.remove()
-    acts, grads = store["a"][0], store["g"][0]
-    return cls, (grads.mean(dim=(1, 2))[:, None, None] * acts).sum(0)
-
-
-def _loop_guided(model: nn.Module, img: Tensor, cls: int) -> Tensor:
-    swapped = []
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU):
-                parent._modules[name] = _GuidedReLU()
-                swapped.append((parent, name, child))
-    try:
-        inp = img[None].detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(inp)[0, cls], inp, create_graph=True)
-    finally:
-        for parent, name, child in swapped:
-            parent._modules[name] = child
-    return g[0].abs().sum(0)
-
-
-def loop_consistency_loss(model: nn.Module, layer: nn.Module, x: Tensor, w: float = 8.0) -> Tensor:
-    """The paper's structure, one image at a time (values equal :func:`consistency_loss`)."""
-    total = x.new_zeros(())
-    for img in x:
-        cls, cam = _loop_grad_cam(model, layer, img, None)
-        g = _loop_guided(model, img, cls)
-        mask = torch.sigmoid(w * (g - (g.mean() + g.std() / 2)))
-        _, cam2 = _loop_grad_cam(model, layer, mask[None] * img, cls)
-        a = torch.sigmoid((cam - cam.mean()) / cam.std())
-        b = torch.sigmoid((cam2 - cam2.mean()) / cam2.std())
-        va, vb = a - a.mean(), b - b.mean()
-        den = va.pow(2).sum().sqrt() * vb.pow(2).sum().sqrt()
-        total = total + (-(va * vb).sum() / den if den > 0 else 0.0)
-    return total / x.shape[0]
+from tests.support.atcon_reference import consistency_loss as loop_consistency_loss  # noqa: E402
 
 
 # ---------------------------------------------------------------------------------- measurement
@@ -188,6 +119,7 @@ def bench_atcon_step(args: argparse.Namespace, device: torch.device) -> dict[str
     models = {"ours": base, "loop": copy.deepcopy(base)}
     optims = {k: torch.optim.Adam(m.parameters(), lr=1e-9) for k, m in models.items()}
     losses = {"ours": consistency_loss, "loop": loop_consistency_loss}
+    agreement = _same_step(models, losses, x)
 
     def step(name: str) -> Callable[[], None]:
         model, opt, loss_fn = models[name], optims[name], losses[name]
@@ -203,7 +135,31 @@ def bench_atcon_step(args: argparse.Namespace, device: torch.device) -> dict[str
     seconds = _interleaved({"ours": step("ours"), "loop": step("loop")}, args.step_rounds, 1,
                            device)
     return {f"{k}_step_s": wall for k, (wall, _) in seconds.items()} | {
-        f"{k}_step_cpu_s": cpu for k, (_, cpu) in seconds.items()}
+        f"{k}_step_cpu_s": cpu for k, (_, cpu) in seconds.items()} | agreement
+
+
+def _same_step(
+    models: dict[str, nn.Module], losses: dict[str, Callable[..., Tensor]], x: Tensor
+) -> dict[str, float]:
+    """Check, before timing, that both steps compute the same loss and parameter gradients.
+
+    In float64 on two of the images (float32 rounding in a loss near -1 hides real differences
+    at a random initialisation); the thresholds are the tests' (1e-5 and 1e-3).
+    """
+    values, grads = {}, {}
+    for name, model in models.items():
+        model64 = copy.deepcopy(model).double()
+        loss = losses[name](model64, gradcam_layer(model64), x[:2].double())
+        params = [p for p in model64.parameters() if p.requires_grad]
+        flat = torch.autograd.grad(loss, params, allow_unused=True)
+        values[name] = float(loss)
+        grads[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
+                                 for g, p in zip(flat, params, strict=True)])
+    loss_rel = abs(values["ours"] - values["loop"]) / abs(values["loop"])
+    grad_rel = float((grads["ours"] - grads["loop"]).norm() / grads["loop"].norm())
+    if loss_rel > 1e-5 or grad_rel > 1e-3:
+        raise AssertionError(f"the two steps differ: loss {loss_rel:.2e}, gradients {grad_rel:.2e}")
+    return {"check_loss_rel_diff": loss_rel, "check_grad_rel_l2_diff": grad_rel}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -270,6 +226,9 @@ def _print_table(result: dict) -> None:
     ]
     print(f"resnet18, {s['size']}x{s['size']}, batch {s['batch']}, {s['device']}, "
           f"{s['threads']} threads, torch {s['torch']}")
+    print(f"  same ATCON step checked first (float64, 2 images): loss rel diff "
+          f"{step['check_loss_rel_diff']:.1e}, "
+          f"gradient rel L2 diff {step['check_grad_rel_l2_diff']:.1e}")
     print(f"  {'':<36} {'wall':>9} {'cpu':>9}            ratio wall / cpu")
     for name, wall, cpu, unit, ratio in rows:
         print(f"  {name:<36} {wall:>9} {cpu:>9} {unit:<9}  {ratio}")

@@ -12,7 +12,9 @@ per image x with top-1 class c:
 
 Grad-CAM and Guided Backprop share one forward and one backward pass
 (:func:`model.attention.grad_cam_and_guided`), and the Grad-CAM of x' differentiates only the
-head; values and parameter gradients equal those of the paper's per-image loop.
+head; eval-mode batch-norms are folded into their convolutions and the guided backward stops at
+the stem convolution, whose adjoint is applied explicitly (:mod:`model.attention.fold`). Values
+and parameter gradients equal those of the paper's per-image loop.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from torch import Tensor, nn
 
 from model.attention import grad_cam_and_guided, guided_backprop, integrated_gradients
 from model.attention._core import grad_enabled, usable
+from model.attention.fold import fast_graph
 from model.attention.gradcam import grad_cam_with_target
 
 SecondMethod = Literal["guided_backprop", "integrated_gradients"]
@@ -127,10 +130,12 @@ def consistency_per_image(
             )
         return attr.abs().sum(dim=1)
 
-    with grad_enabled():
+    with grad_enabled(), fast_graph(model, (layer,), tap_stem=not x.requires_grad) as fast:
         x = usable(x)
         if second == "guided_backprop":
-            joint = grad_cam_and_guided(model, layer, x, target, create_graph=create_graph)
+            joint = grad_cam_and_guided(
+                model, layer, x, target, create_graph=create_graph, stem=fast.stem
+            )
             classes, cam, attr_map = joint.target, joint.cam, joint.guided.abs().sum(dim=1)
         else:
             classes, cam = grad_cam_with_target(model, layer, x, target, create_graph=create_graph)

@@ -20,8 +20,10 @@ from model.attention._core import (
     input_leaf,
     resolve_target,
     selected_score,
+    usable,
     weighted_cam,
 )
+from model.attention.fold import StemTap
 
 
 def guided_backprop(
@@ -73,6 +75,7 @@ def grad_cam_and_guided(
     target: Tensor | None = None,
     *,
     create_graph: bool = False,
+    stem: StemTap | None = None,
 ) -> CamAndGuided:
     """Grad-CAM at ``layer`` and Guided Backprop, sharing one forward and one backward.
 
@@ -83,18 +86,29 @@ def grad_cam_and_guided(
     through the Grad-CAM activations sees ordinary ReLUs — the values and parameter gradients
     equal those of separate :func:`grad_cam` and :func:`guided_backprop` calls.
 
+    ``stem``: the stem tap of an open :func:`model.attention.fold.fast_graph` block. The guided
+    backward then stops at the stem's output and the stem's adjoint gives the image gradient
+    (same values); the image itself needs no gradient, so a later ``loss.backward()`` skips it.
+    Only for images that do not require grad.
+
     Shapes: ``(B,3,H,W) -> logits (B,C), cam (B,h,w), guided (B,3,H,W)``.
     """
     check_images(x)
+    if stem is not None and x.requires_grad:
+        raise ValueError("the stem tap is for images that do not require grad")
     with grad_enabled():
-        xi = input_leaf(x)
+        xi = usable(x) if stem is not None else input_leaf(x)
         with guided_relus(model) as gate, capture_layer(layer, "alias") as cap:
             logits = model(xi)
         acts = cap.get()
         chosen = resolve_target(logits, target)
         score = selected_score(logits, chosen)
+        start = xi if stem is None else stem.output
+        if start is None:
+            raise RuntimeError("the stem convolution was not called during the forward pass")
         with gate.on():
-            d_acts, d_x = torch.autograd.grad(score, (acts, xi), create_graph=create_graph)
+            d_acts, d_start = torch.autograd.grad(score, (acts, start), create_graph=create_graph)
+        d_x = d_start if stem is None else stem.input_gradient(d_start)
         cam = weighted_cam(acts, d_acts)
     if not create_graph:
         cam, d_x, logits = cam.detach(), d_x.detach(), logits.detach()

@@ -1,15 +1,17 @@
-"""ATCON loss vs a plain per-image implementation written from the method note (atcon.md)."""
+"""ATCON loss vs a plain per-image implementation written from the method note (atcon.md):
+``tests/support/atcon_reference.py``, which the benchmark also uses as its peer."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torchvision
-from torch import Tensor, nn
+from torch import nn
 
 from model.atcon import consistency_loss, consistency_per_image, consistency_score
 from model.detector import build_detector, gradcam_layer
 from tests.model.test_attention_helpers import assert_unchanged, one_thread, snapshot
+from tests.support import atcon_reference
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 _ = one_thread  # imported so pytest finds the fixture in this module
@@ -17,110 +19,25 @@ _ = one_thread  # imported so pytest finds the fixture in this module
 SIZE = 64
 
 
-class _GuidedReLU(torch.autograd.Function):
-    """The reference's guided ReLU: masks are non-differentiable comparisons."""
-
-    @staticmethod
-    def forward(ctx, inp: Tensor) -> Tensor:  # type: ignore[override]
-        ctx.save_for_backward(inp)
-        return inp.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
-        (inp,) = ctx.saved_tensors
-        return grad * (inp > 0).to(grad.dtype) * (grad > 0).to(grad.dtype)
-
-
-class _GuidedReLUModule(nn.Module):
-    def forward(self, inp: Tensor) -> Tensor:
-        return _GuidedReLU.apply(inp)
-
-
-def _swap_relus(model: nn.Module, make: type[nn.Module]) -> list[tuple[nn.Module, str, nn.Module]]:
-    swapped = []
-    for parent in list(model.modules()):
-        for name, child in list(parent.named_children()):
-            if isinstance(child, (nn.ReLU, _GuidedReLUModule)):
-                parent._modules[name] = make()
-                swapped.append((parent, name, child))
-    return swapped
-
-
-def _ref_grad_cam(model: nn.Module, layer: nn.Module, img: Tensor, cls: int | None):
-    """One image (3,H,W): Grad-CAM by a backward to the input with create_graph (the paper)."""
-    store: dict[str, Tensor] = {}
-
-    def hook(_m, _i, out):
-        store["a"] = out
-        out.register_hook(lambda g: store.__setitem__("g", g))
-
-    handle = layer.register_forward_hook(hook)
-    try:
-        inp = img[None].detach().requires_grad_(True) if not img.requires_grad else img[None]
-        logits = model(inp)
-        cls = int(logits.argmax()) if cls is None else cls
-        torch.autograd.grad(logits[0, cls], inp, create_graph=True)
-    finally:
-        handle.remove()
-    acts, grads = store["a"][0], store["g"][0]
-    return cls, (grads.mean(dim=(1, 2))[:, None, None] * acts).sum(0)
-
-
-def _ref_guided(model: nn.Module, img: Tensor, cls: int) -> Tensor:
-    swapped = _swap_relus(model, _GuidedReLUModule)
-    try:
-        inp = img[None].detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(inp)[0, cls], inp, create_graph=True)
-    finally:
-        for parent, name, child in swapped:
-            parent._modules[name] = child
-    return g[0].abs().sum(0)
-
-
-def _ref_ig(model: nn.Module, img: Tensor, cls: int, steps: int) -> Tensor:
-    import numpy as np
-
-    pts, wts = np.polynomial.legendre.leggauss(steps)
-    total = torch.zeros_like(img)
-    for a, w in zip(0.5 * (1 + pts), 0.5 * wts, strict=True):
-        inp = (float(a) * img)[None].detach().requires_grad_(True)
-        (g,) = torch.autograd.grad(model(inp)[0, cls], inp, create_graph=True)
-        total = total + float(w) * g[0]
-    return (total * img).abs().sum(0)
-
-
-def _standardise(m: Tensor) -> Tensor:
-    return torch.sigmoid((m - m.mean()) / m.std())
-
-
-def _ref_loss(model, layer, x: Tensor, second: str, w: float = 8.0, steps: int = 4) -> Tensor:
-    total = x.new_zeros(())
-    for img in x:
-        cls, cam = _ref_grad_cam(model, layer, img, None)
-        g = _ref_guided(model, img, cls) if second == "guided_backprop" else _ref_ig(
-            model, img, cls, steps)
-        sigma = g.mean() + g.std() / 2
-        mask = 1 / (1 + torch.exp(-w * (g - sigma)))
-        _, cam2 = _ref_grad_cam(model, layer, mask[None] * img, cls)
-        a, b = _standardise(cam), _standardise(cam2)
-        va, vb = a - a.mean(), b - b.mean()
-        den = va.pow(2).sum().sqrt() * vb.pow(2).sum().sqrt()
-        total = total + (-(va * vb).sum() / den if den > 0 else 0.0)
-    return total / x.shape[0]
-
-
-def _model(seed: int = 0, arch: str = "resnet18") -> nn.Module:
+def _model(seed: int = 0, arch: str = "resnet18", reflect: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    model = build_detector(arch, 4).double().eval()  # type: ignore[arg-type]
+    model = build_detector(arch, 4, reflect_padding=reflect).double().eval()  # type: ignore[arg-type]
     # a trained-looking head: larger weights spread the classes and the maps
     with torch.no_grad():
         model.fc.weight.mul_(20)
+        for m in model.modules():  # batch-norm statistics that are not the identity (folding)
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.2, 0.2)
+                m.running_var.uniform_(0.5, 2.0)
     return model
 
 
-@pytest.mark.parametrize("second", ["guided_backprop", "integrated_gradients"])
-def test_loss_and_parameter_gradients_equal_per_image_reference(second: str) -> None:
-    model = _model()
+@pytest.mark.parametrize(
+    ("second", "reflect"),
+    [("guided_backprop", False), ("guided_backprop", True), ("integrated_gradients", False)],
+)
+def test_loss_and_parameter_gradients_equal_per_image_reference(second: str, reflect: bool) -> None:
+    model = _model(reflect=reflect)
     layer = gradcam_layer(model)
     torch.manual_seed(1)
     # three images with Guided Backprop; two keep the (costlier) Integrated Gradients case short
@@ -131,7 +48,7 @@ def test_loss_and_parameter_gradients_equal_per_image_reference(second: str) -> 
     ours = consistency_loss(model, layer, x, second=second, ig_steps=4)  # type: ignore[arg-type]
     assert_unchanged(model, before)
     g_ours = torch.autograd.grad(ours, params, allow_unused=True)
-    ref = _ref_loss(model, layer, x, second)
+    ref = atcon_reference.consistency_loss(model, layer, x, second)
     g_ref = torch.autograd.grad(ref, params, allow_unused=True)
 
     assert ours.shape == ()

@@ -20,6 +20,7 @@ class ModelState:
     global_hooks: tuple[int, ...]
     params: tuple[torch.Tensor, ...]
     grads: tuple[object, ...]
+    instance_attrs: tuple[tuple[str, ...], ...]  # e.g. a patched ``forward`` left behind
 
 
 def _hook_counts(model: nn.Module) -> tuple[int, ...]:
@@ -46,6 +47,7 @@ def snapshot(model: nn.Module) -> ModelState:
         global_hooks=_global_hooks(),
         params=tuple(p.detach().clone() for p in model.parameters()),  # buffers: see note
         grads=tuple(None if p.grad is None else p.grad.clone() for p in model.parameters()),
+        instance_attrs=tuple(tuple(sorted(m.__dict__)) for m in model.modules()),
     )
 
 
@@ -58,6 +60,7 @@ def assert_unchanged(model: nn.Module, before: ModelState) -> None:
     assert after.global_hooks == before.global_hooks
     assert all(torch.equal(a, b) for a, b in zip(after.params, before.params, strict=True))
     assert [g is None for g in after.grads] == [g is None for g in before.grads]
+    assert after.instance_attrs == before.instance_attrs
 
 
 @pytest.fixture

@@ -1,0 +1,222 @@
+"""Faster graphs for ATCON training: batch-norm folding and a tap on the stem convolution.
+
+Both act only inside a ``with`` block and change nothing the caller can see afterwards; values
+and parameter gradients equal those of the plain model (to float rounding).
+
+*Folding.* A ``BatchNorm2d`` in eval mode right after a ``Conv2d`` is an affine map per channel,
+so the pair equals one convolution with weight ``W * s`` and bias ``beta + (b - mean) * s``, where
+``s = gamma / sqrt(var + eps)``. Folding removes the batch-norm's forward, backward and - what
+costs most in ATCON - its double backward through the guided gradient. The folded weight and bias
+are recomputed from the live parameters on every call, so gradients reach ``W``, ``b``, ``gamma``
+and ``beta`` as without folding.
+
+*Stem tap.* The guided gradient with respect to the image is the stem convolution's input
+gradient of the guided gradient at the stem's output. Taking the backward pass only to the stem
+output and applying the stem's adjoint (a transposed convolution, :meth:`StemTap.input_gradient`)
+gives the same map, but the image no longer needs ``requires_grad``: the later
+``loss.backward()`` skips the image gradient of the forward pass, and differentiates the stem's
+adjoint as a transposed convolution, which is much cheaper than the generic double backward of a
+strided 3-channel convolution.
+
+Pairs and the stem are found in the ``torch.fx`` trace of the model; a model that cannot be
+traced runs unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, fx, nn
+
+
+@dataclass
+class StemTap:
+    """The stem convolution (fed by the image) during one forward pass.
+
+    ``output`` is its ``(B,K,h,w)`` output (a leaf requiring grad when nothing upstream does),
+    ``weight`` the weight it used (folded when its batch-norm is folded).
+    """
+
+    conv: nn.Conv2d
+    output: Tensor | None = None
+    weight: Tensor | None = None
+    input_shape: torch.Size | None = None
+
+    def input_gradient(self, grad_output: Tensor) -> Tensor:
+        """Adjoint of the stem: ``(B,K,h,w)`` gradient at its output -> ``(B,C,H,W)`` at the
+        image, differentiable (``conv_transpose2d``, then the padding's adjoint)."""
+        if self.weight is None or self.input_shape is None:
+            raise RuntimeError("the stem convolution was not called during the forward pass")
+        conv = self.conv
+        pad_h, pad_w = conv.padding  # type: ignore[misc]
+        zero_padded = conv.padding_mode == "zeros"
+        height, width = self.input_shape[-2:]
+        if not zero_padded:  # the conv sees an explicitly padded input and pads nothing itself
+            height, width = height + 2 * pad_h, width + 2 * pad_w
+        conv_pad = (pad_h, pad_w) if zero_padded else (0, 0)
+        extra = tuple(
+            size + 2 * pad - ((out - 1) * stride + dilation * (kernel - 1) + 1)
+            for size, pad, out, stride, dilation, kernel in zip(
+                (height, width), conv_pad, grad_output.shape[-2:], conv.stride, conv.dilation,
+                conv.kernel_size, strict=True,
+            )
+        )
+        grad = F.conv_transpose2d(
+            grad_output, self.weight, stride=conv.stride, padding=conv_pad, output_padding=extra,
+            groups=conv.groups, dilation=conv.dilation,
+        )
+        if zero_padded:
+            return grad
+        # adjoint of F.pad(x, ..., mode): differentiate the padding of a zero tensor
+        probe = grad.new_zeros(self.input_shape).requires_grad_(True)
+        padded = F.pad(probe, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+        (grad,) = torch.autograd.grad(padded, probe, grad, create_graph=grad.requires_grad)
+        return grad
+
+
+@dataclass(frozen=True)
+class FastGraph:
+    """What :func:`fast_graph` did: the number of folded pairs and the stem tap (or None)."""
+
+    folded_pairs: int
+    stem: StemTap | None
+
+
+@contextmanager
+def fast_graph(
+    model: nn.Module, keep: tuple[nn.Module, ...] = (), *, tap_stem: bool = False
+) -> Iterator[FastGraph]:
+    """Fold every foldable conv/batch-norm pair of ``model`` (and tap its stem convolution when
+    ``tap_stem``) while the block is open.
+
+    ``keep`` lists modules that must run as they are (e.g. the Grad-CAM layer). Graphs built
+    inside the block stay valid after it: they hold the folded weights, which depend on the
+    parameters.
+    """
+    pairs, stem = _plan(model, keep)
+    bn_after = dict(pairs)
+    if stem is not None and not tap_stem:
+        stem = None
+    tap = StemTap(stem) if stem is not None else None
+    patched: list[nn.Module] = []
+    try:
+        for conv in {*bn_after, *([stem] if stem is not None else [])}:
+            bn = bn_after.get(conv)
+            if "forward" in conv.__dict__ or (bn is not None and "forward" in bn.__dict__):
+                if conv is stem:
+                    tap = None
+                continue  # already patched by someone else: leave it alone
+            conv.forward = _FastConv(conv, bn, tap if conv is stem else None)  # type: ignore[method-assign]
+            patched.append(conv)
+            if bn is not None:
+                bn.forward = _identity  # type: ignore[method-assign]
+                patched.append(bn)
+        yield FastGraph(folded_pairs=sum(1 for m in patched if isinstance(m, nn.BatchNorm2d)),
+                        stem=tap)
+    finally:
+        for module in patched:
+            del module.forward
+
+
+def _plan(
+    model: nn.Module, keep: tuple[nn.Module, ...]
+) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], nn.Conv2d | None]:
+    """Foldable ``(conv, bn)`` pairs and the tappable stem convolution, from the fx trace.
+
+    A pair qualifies when the conv's output feeds only the batch-norm, the batch-norm is in eval
+    mode with running statistics, and neither module carries hooks or is in ``keep``. The stem
+    is a plain ``Conv2d`` that is the only consumer of the model's only input, with numeric
+    padding.
+    """
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:  # tracing is an optimisation: a model that cannot be traced runs as is
+        return [], None
+    modules = dict(model.named_modules())
+
+    def usable_conv(node: object) -> nn.Conv2d | None:
+        if not isinstance(node, fx.Node) or node.op != "call_module":
+            return None
+        conv = modules.get(str(node.target))
+        ok = type(conv) is nn.Conv2d and conv not in keep and not _has_hooks(conv)
+        return conv if ok else None  # type: ignore[return-value]
+
+    pairs = []
+    inputs = [node for node in graph.nodes if node.op == "placeholder"]
+    stem = None
+    for node in graph.nodes:
+        conv = usable_conv(node)
+        if (
+            conv is not None
+            and len(inputs) == 1
+            and len(inputs[0].users) == 1  # the image feeds the stem and nothing else
+            and node.args[:1] == (inputs[0],)
+            and not isinstance(conv.padding, str)
+        ):
+            stem = conv
+        bn = modules.get(str(node.target)) if node.op == "call_module" else None
+        if not isinstance(bn, nn.BatchNorm2d) or not node.args:
+            continue
+        conv = usable_conv(node.args[0])
+        source = node.args[0]
+        if (
+            conv is not None
+            and isinstance(source, fx.Node)
+            and len(source.users) == 1
+            and _foldable(bn)
+            and conv.out_channels == bn.num_features
+            and bn not in keep
+            and not _has_hooks(bn)
+        ):
+            pairs.append((conv, bn))
+    return pairs, stem
+
+
+def _foldable(bn: nn.BatchNorm2d) -> bool:
+    return (
+        not bn.training
+        and bn.track_running_stats
+        and bn.running_mean is not None
+        and bn.running_var is not None
+    )
+
+
+def _has_hooks(module: nn.Module) -> bool:
+    return bool(module._forward_hooks or module._forward_pre_hooks or module._backward_hooks)
+
+
+def _identity(x: Tensor) -> Tensor:
+    return x
+
+
+class _FastConv:
+    """``conv`` (then ``bn`` in eval mode, folded) as one convolution, optionally tapped:
+    ``(B,Cin,H,W) -> (B,Cout,H',W')``."""
+
+    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, tap: StemTap | None) -> None:
+        self.conv, self.bn, self.tap = conv, bn, tap
+
+    def __call__(self, x: Tensor) -> Tensor:
+        conv, bn = self.conv, self.bn
+        weight, bias = conv.weight, conv.bias
+        if bn is not None:
+            assert bn.running_var is not None and bn.running_mean is not None
+            scale = torch.rsqrt(bn.running_var + bn.eps)
+            if bn.weight is not None:
+                scale = bn.weight * scale
+            bias = -bn.running_mean * scale if bias is None else (bias - bn.running_mean) * scale
+            if bn.bias is not None:
+                bias = bias + bn.bias
+            weight = weight * scale.reshape(-1, 1, 1, 1)
+        out = conv._conv_forward(x, weight, bias)
+        if self.tap is None:
+            return out
+        if not out.requires_grad:  # frozen model: the guided backward still needs a start
+            out = out.detach().requires_grad_(True)
+        self.tap.output, self.tap.weight, self.tap.input_shape = out, weight, x.shape
+        # the caller's next op may be an in-place ReLU; the tapped tensor must keep its value
+        return out.clone()

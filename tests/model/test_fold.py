@@ -1,0 +1,130 @@
+"""Batch-norm folding and the stem tap (model.attention.fold): same values, same gradients, and
+the model as it was."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+from torch import Tensor, nn
+
+from model.attention import grad_cam_and_guided
+from model.attention.fold import fast_graph
+from model.detector import build_detector, gradcam_layer
+from tests.model.test_attention_helpers import assert_unchanged, one_thread, snapshot
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+_ = one_thread
+
+
+def _model(reflect: bool) -> nn.Module:
+    torch.manual_seed(0)
+    model = build_detector("resnet18", 3, reflect_padding=reflect).double().eval()
+    with torch.no_grad():  # batch-norm statistics that are not the identity
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.5, 0.5)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.2, 0.2)
+    return model
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_folded_model_gives_the_same_outputs_and_parameter_gradients(reflect: bool) -> None:
+    model = _model(reflect)
+    x = torch.randn(2, 3, 67, 61, dtype=torch.float64)  # odd sizes: every stride rounds
+    params = list(model.parameters())
+    before = snapshot(model)
+    plain = model(x)
+    g_plain = torch.autograd.grad(plain.square().sum(), params)
+    with fast_graph(model) as fast:
+        folded = model(x)
+    g_folded = torch.autograd.grad(folded.square().sum(), params)  # after the block: still valid
+    assert fast.folded_pairs == 20  # every conv of a resnet18 is followed by its batch-norm
+    assert fast.stem is None  # not asked for
+    torch.testing.assert_close(folded, plain, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g_folded, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+    assert_unchanged(model, before)
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_guided_map_through_the_stem_tap_equals_the_input_gradient(reflect: bool) -> None:
+    model = _model(reflect)
+    layer = gradcam_layer(model)
+    x = torch.randn(3, 3, 67, 61, dtype=torch.float64)
+    params = list(model.parameters())
+    before = snapshot(model)
+    plain = grad_cam_and_guided(model, layer, x, create_graph=True)
+    with fast_graph(model, (layer,), tap_stem=True) as fast:
+        assert fast.stem is not None and fast.stem.conv is model.conv1
+        tapped = grad_cam_and_guided(model, layer, x, create_graph=True, stem=fast.stem)
+    assert_unchanged(model, before)
+    torch.testing.assert_close(tapped.guided, plain.guided, rtol=1e-8, atol=1e-12)
+    torch.testing.assert_close(tapped.cam, plain.cam, rtol=1e-8, atol=1e-12)
+    assert tapped.guided.abs().sum() > 0
+    # second order: gradients of a function of the guided map agree
+    weights = torch.randn_like(x)
+    g_plain = torch.autograd.grad((plain.guided * weights).sum(), params, allow_unused=True)
+    g_tapped = torch.autograd.grad((tapped.guided * weights).sum(), params, allow_unused=True)
+    for a, b in zip(g_tapped, g_plain, strict=True):
+        assert (a is None) == (b is None)
+        if a is not None:
+            torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-10)
+
+
+def test_stem_tap_works_on_a_frozen_model_and_rejects_images_that_need_grad() -> None:
+    model = _model(False)
+    layer = gradcam_layer(model)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    plain = grad_cam_and_guided(model.requires_grad_(False), layer, x)
+    with fast_graph(model, (layer,), tap_stem=True) as fast:
+        tapped = grad_cam_and_guided(model, layer, x, stem=fast.stem)
+        with pytest.raises(ValueError, match="do not require grad"):
+            grad_cam_and_guided(model, layer, x.clone().requires_grad_(True), stem=fast.stem)
+    torch.testing.assert_close(tapped.guided, plain.guided, rtol=1e-8, atol=1e-12)
+
+
+def test_training_mode_batch_norm_and_kept_modules_are_not_folded() -> None:
+    model = _model(False)
+    model.layer1.train()  # its batch-norms use batch statistics: not an affine map
+    with fast_graph(model, (model.layer4[1].conv2,)) as fast:
+        assert "forward" not in model.layer1[0].conv1.__dict__
+        assert "forward" not in model.layer4[1].conv2.__dict__
+        assert "forward" in model.layer2[0].conv1.__dict__
+    assert fast.folded_pairs == 20 - 4 - 1
+    hooked = _model(False)
+    hooked.layer3[0].bn1.register_forward_hook(lambda *_: None)  # a hook must still see its input
+    with fast_graph(hooked) as fast:
+        assert fast.folded_pairs == 19
+
+
+class _Untraceable(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+        self.bn = nn.BatchNorm2d(4).eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.sum() > 0:  # data-dependent control flow: fx cannot trace it
+            x = -x
+        return self.bn(self.conv(x))
+
+
+def test_untraceable_model_runs_unchanged() -> None:
+    model = _Untraceable()
+    with fast_graph(model, tap_stem=True) as fast:
+        assert fast.folded_pairs == 0 and fast.stem is None
+        model(torch.randn(1, 3, 8, 8))
+
+
+def test_plain_torchvision_resnet_with_inplace_relus_is_folded_and_tapped() -> None:
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(weights=None, num_classes=3).double().eval()
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    plain = grad_cam_and_guided(model, model.layer4[-1], x, create_graph=True)
+    with fast_graph(model, (model.layer4[-1],), tap_stem=True) as fast:
+        tapped = grad_cam_and_guided(model, model.layer4[-1], x, create_graph=True, stem=fast.stem)
+    assert fast.folded_pairs == 20
+    torch.testing.assert_close(tapped.guided, plain.guided, rtol=1e-8, atol=1e-12)
