@@ -128,3 +128,20 @@ def test_plain_torchvision_resnet_with_inplace_relus_is_folded_and_tapped() -> N
         tapped = grad_cam_and_guided(model, model.layer4[-1], x, create_graph=True, stem=fast.stem)
     assert fast.folded_pairs == 20
     torch.testing.assert_close(tapped.guided, plain.guided, rtol=1e-8, atol=1e-12)
+
+
+def test_trace_is_cached_until_the_module_tree_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    import model.attention.fold as fold
+
+    calls = []
+    real_trace = fold.fx.symbolic_trace
+    monkeypatch.setattr(fold.fx, "symbolic_trace", lambda m: calls.append(m) or real_trace(m))
+    model = _model(False)
+    for _ in range(3):
+        with fast_graph(model, tap_stem=True) as fast:
+            assert fast.stem is not None and fast.stem.conv is model.conv1
+    assert len(calls) == 1
+    model.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False).double()  # a new module: trace again
+    with fast_graph(model, tap_stem=True) as fast:
+        assert fast.stem is not None and fast.stem.conv is model.conv1
+    assert len(calls) == 2
