@@ -15,7 +15,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         help="run the ATCON benchmark and write results JSON",
         description="Fine-tune a supervised baseline, ATCON with Guided Backprop and ATCON with "
         "Integrated Gradients from the same start and budget for each seed; evaluate on held-out "
-        "clips; report paired differences with 95%% confidence intervals.",
+        "clips; report paired differences with 95% confidence intervals.",
     )
     parser.add_argument("--preset", choices=PRESET_NAMES, required=True)
     parser.add_argument("--seeds", type=int, default=5, help="seeds 0..N-1")
