@@ -152,7 +152,7 @@ def _same_step(
         loss = losses[name](model64, gradcam_layer(model64), x[:2].double())
         params = [p for p in model64.parameters() if p.requires_grad]
         flat = torch.autograd.grad(loss, params, allow_unused=True)
-        values[name] = float(loss)
+        values[name] = float(loss.detach())
         grads[name] = torch.cat([(g if g is not None else torch.zeros_like(p)).flatten()
                                  for g, p in zip(flat, params, strict=True)])
     loss_rel = abs(values["ours"] - values["loop"]) / abs(values["loop"])
