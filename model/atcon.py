@@ -130,7 +130,8 @@ def consistency_per_image(
             )
         return attr.abs().sum(dim=1)
 
-    with grad_enabled(), fast_graph(model, (layer,), tap_stem=not x.requires_grad) as fast:
+    tap_stem = second == "guided_backprop" and not x.requires_grad  # used by the joint pass
+    with grad_enabled(), fast_graph(model, (layer,), tap_stem=tap_stem) as fast:
         x = usable(x)
         if second == "guided_backprop":
             joint = grad_cam_and_guided(
