@@ -25,6 +25,7 @@ traced runs unchanged.
 from __future__ import annotations
 
 import weakref
+from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -125,8 +126,9 @@ def fast_graph(
 
 @dataclass(frozen=True)
 class _Structure:
-    """What the fx trace says, by module name: conv -> batch-norm links where the conv's output
-    feeds only the batch-norm, and the convolution that alone consumes the model's only input."""
+    """What the fx trace says, by module name: ``(producer, consumer)`` links where the producer's
+    output feeds only the consumer, and the module that alone consumes the model's only input;
+    only modules called once per forward take part."""
 
     module_ids: tuple[int, ...]
     links: tuple[tuple[str, str], ...]
@@ -151,15 +153,20 @@ def _structure(model: nn.Module) -> _Structure:
         graph = None
     if graph is not None:
         inputs = [node for node in graph.nodes if node.op == "placeholder"]
+        # a module called more than once (shared weights) is patched for every call: skip it
+        calls = Counter(str(n.target) for n in graph.nodes if n.op == "call_module")
         for node in graph.nodes:
-            if node.op != "call_module":
+            if node.op != "call_module" or calls[str(node.target)] != 1:
                 continue
             source = node.args[0] if node.args else None
             if len(inputs) == 1 and len(inputs[0].users) == 1 and source is inputs[0]:
                 stem = str(node.target)  # the image feeds this module and nothing else
-            if isinstance(source, fx.Node) and source.op == "call_module" and len(
-                source.users
-            ) == 1:
+            if (
+                isinstance(source, fx.Node)
+                and source.op == "call_module"
+                and calls[str(source.target)] == 1
+                and len(source.users) == 1
+            ):
                 links.append((str(source.target), str(node.target)))
     structure = _Structure(module_ids, tuple(links), stem)
     _STRUCTURES[model] = structure

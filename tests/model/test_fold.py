@@ -145,3 +145,26 @@ def test_trace_is_cached_until_the_module_tree_changes(monkeypatch: pytest.Monke
     with fast_graph(model, tap_stem=True) as fast:
         assert fast.stem is not None and fast.stem.conv is model.conv1
     assert len(calls) == 2
+
+
+class _SharedConv(nn.Module):
+    """One conv applied twice: once before its batch-norm, once on its own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3).eval()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.conv(self.bn(self.conv(x)))
+
+
+def test_modules_called_twice_are_left_alone() -> None:
+    torch.manual_seed(0)
+    model = _SharedConv().double()
+    with torch.no_grad():
+        model.bn.running_mean.uniform_(-1, 1)
+    x = torch.randn(1, 3, 8, 8, dtype=torch.float64)
+    with fast_graph(model, tap_stem=True) as fast:
+        assert fast.folded_pairs == 0 and fast.stem is None
+        torch.testing.assert_close(model(x), _SharedConv.forward(model, x))
