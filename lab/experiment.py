@@ -19,6 +19,7 @@ import platform
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Literal
 
@@ -172,35 +173,20 @@ def _run_seed(preset: Preset, seed: int, start: Path, target, methods: dict[str,
     logger.info(
         "seed %d: %d labeled frames %s", seed, len(labeled), labeled.targets.sum(0).tolist()
     )
+    run = partial(
+        finetune, start=start, labeled=labeled, unlabeled=target.unlabeled, val=target.val, ft=ft,
+        input_size=preset.input_size, seed=seed,
+    )
     initial: nn.Module | None = None
     stage1: FineTuneLog | None = None
     if ft.start == "baseline":
         # Stage 1: the normal baseline run from the pre-trained backbone; every method below
         # (the baseline included) starts from a copy of it with its own normal schedule.
-        initial, stage1 = finetune(
-            "baseline",
-            start,
-            labeled,
-            target.unlabeled,
-            target.val,
-            ft,
-            input_size=preset.input_size,
-            seed=seed,
-        )
+        initial, stage1 = run("baseline")
         logger.info("seed %d: stage-1 baseline, val mAP %s", seed, stage1.val_map)
     for name in methods:
         method: Method = name  # type: ignore[assignment]
-        model, log = finetune(
-            method,
-            start,
-            labeled,
-            target.unlabeled,
-            target.val,
-            ft,
-            input_size=preset.input_size,
-            seed=seed,
-            initial=initial,
-        )
+        model, log = run(method, initial=initial)
         if stage1 is not None:
             log = log.model_copy(update={"start": "baseline", "stage1": stage1})
         t0 = time.perf_counter()
