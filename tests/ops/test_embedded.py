@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
 import redis
 
 from service.embedded import EmbeddedRedis
@@ -18,7 +19,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_stop_shuts_the_server_down_while_other_clients_are_connected(tmp_path: Path) -> None:
+def test_stop_shuts_the_server_down_while_other_clients_are_connected(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     embedded = EmbeddedRedis(tmp_path)
     url = embedded.start()
     pid = int(embedded._server.pid)  # type: ignore[union-attr]
@@ -29,6 +32,7 @@ def test_stop_shuts_the_server_down_while_other_clients_are_connected(tmp_path: 
     embedded.stop()
 
     assert not _alive(pid), "redis-server still running after stop()"
+    assert "refused SHUTDOWN" not in caplog.text  # the bundled server accepted the command
     other.close()
     embedded.stop()  # a second stop is harmless
 
