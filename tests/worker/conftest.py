@@ -50,15 +50,24 @@ def event_clip(path: Path, events: dict[str, Intervals], duration_s: float, fps:
     return write_clip(path, duration_s, fps=fps, frame_fn=two_square_frames(events))
 
 
-def remux_faststart(src: Path, dst: Path) -> Path:
-    """Same packets, ``moov`` index first (as ``-movflags faststart`` or a streaming camera)."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", options={"movflags": "faststart"}) as out:
+def remux(
+    src: Path, dst: Path, container_format: str | None = None, options: dict[str, str] | None = None
+) -> Path:
+    """The same H.264 packets in another file (container from ``dst``'s suffix unless given)."""
+    with av.open(str(src)) as inp, av.open(
+        str(dst), "w", format=container_format, options=options or {}
+    ) as out:
         stream = out.add_stream_from_template(inp.streams.video[0])
         for packet in inp.demux(inp.streams.video[0]):
             if packet.dts is not None:
                 packet.stream = stream
                 out.mux(packet)
     return dst
+
+
+def remux_faststart(src: Path, dst: Path) -> Path:
+    """Same packets, ``moov`` index first (as ``-movflags faststart`` or a streaming camera)."""
+    return remux(src, dst, options={"movflags": "faststart"})
 
 
 def _targets(times: list[float], events: dict[str, Intervals]) -> torch.Tensor:

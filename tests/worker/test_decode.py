@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from tests.support.clips import solid_frames, write_clip
-from tests.worker.conftest import remux_faststart
+from tests.worker.conftest import remux, remux_faststart
 from worker.decode import (
     DecodeError,
     DecodeOptions,
@@ -116,17 +116,6 @@ def test_read_frame_at_seeks(tmp_path: Path) -> None:
     assert grey_level(sample.frame) == pytest.approx(8 * 23, abs=3)
     with pytest.raises(ValueError, match="no frame"):
         read_frame_at(clip, 9.0)
-
-
-def remux(src: Path, dst: Path, container_format: str) -> Path:
-    """The same H.264 packets in another container."""
-    with av.open(str(src)) as inp, av.open(str(dst), "w", format=container_format) as out:
-        stream = out.add_stream_from_template(inp.streams.video[0])
-        for packet in inp.demux(inp.streams.video[0]):
-            if packet.dts is not None:
-                packet.stream = stream
-                out.mux(packet)
-    return dst
 
 
 @pytest.mark.parametrize(
