@@ -29,6 +29,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -54,22 +55,15 @@ class StemTap:
         if self.weight is None or self.input_shape is None:
             raise RuntimeError("the stem convolution was not called during the forward pass")
         conv = self.conv
-        pad_h, pad_w = conv.padding  # type: ignore[misc]
         zero_padded = conv.padding_mode == "zeros"
         height, width = self.input_shape[-2:]
         if not zero_padded:  # the conv sees an explicitly padded input and pads nothing itself
+            pad_h, pad_w = conv.padding  # type: ignore[misc]
             height, width = height + 2 * pad_h, width + 2 * pad_w
-        conv_pad = (pad_h, pad_w) if zero_padded else (0, 0)
-        extra = tuple(
-            size + 2 * pad - ((out - 1) * stride + dilation * (kernel - 1) + 1)
-            for size, pad, out, stride, dilation, kernel in zip(
-                (height, width), conv_pad, grad_output.shape[-2:], conv.stride, conv.dilation,
-                conv.kernel_size, strict=True,
-            )
-        )
-        grad = F.conv_transpose2d(
-            grad_output, self.weight, stride=conv.stride, padding=conv_pad, output_padding=extra,
-            groups=conv.groups, dilation=conv.dilation,
+        grad = conv_input_adjoint(
+            grad_output, self.weight, (height, width), stride=conv.stride,
+            padding=conv.padding if zero_padded else (0, 0),  # type: ignore[arg-type]
+            dilation=conv.dilation, groups=conv.groups,
         )
         if zero_padded:
             return grad
@@ -78,6 +72,90 @@ class StemTap:
         padded = F.pad(probe, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
         (grad,) = torch.autograd.grad(padded, probe, grad, create_graph=grad.requires_grad)
         return grad
+
+
+def conv_input_adjoint(
+    grad_output: Tensor,
+    weight: Tensor,
+    input_size: tuple[int, int],
+    *,
+    stride: tuple[int, ...],
+    padding: tuple[int, ...],
+    dilation: tuple[int, ...],
+    groups: int,
+) -> Tensor:
+    """Input gradient of a zero-padded ``conv2d`` as a transposed convolution (differentiable).
+
+    ``(B,Cout,h,w)`` gradient at the output -> ``(B,Cin,H,W)`` at the input, ``(H,W) =
+    input_size``; ``output_padding`` restores the rows and columns the stride dropped.
+    """
+    extra = tuple(
+        size + 2 * pad - ((out - 1) * step + dil * (kernel - 1) + 1)
+        for size, pad, out, step, dil, kernel in zip(
+            input_size, padding, grad_output.shape[-2:], stride, dilation, weight.shape[-2:],
+            strict=True,
+        )
+    )
+    return F.conv_transpose2d(
+        grad_output, weight, stride=stride, padding=padding, output_padding=extra,
+        groups=groups, dilation=dilation,
+    )
+
+
+class _Conv2d(torch.autograd.Function):
+    """``F.conv2d`` (zero padding) whose gradient is cheap to differentiate again.
+
+    PyTorch's own double backward of a convolution takes the weight gradient as a convolution
+    of the batch-transposed tensors with the output gradient as a kernel (``h x w`` wide), far
+    slower on CPU than the weight-gradient kernel. Under ``create_graph`` (the guided backward)
+    this Function returns the input gradient as :func:`conv_input_adjoint`, whose own backward is
+    an ordinary first-order transposed-convolution backward. Gradients the running backward pass
+    does not need (the weights', while only the input gradient is asked for) are skipped.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
+        padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+    ) -> Tensor:
+        ctx.save_for_backward(x, weight)
+        ctx.conf = (stride, padding, dilation, groups)
+        ctx.bias_sizes = None if bias is None else list(bias.shape)
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        x, weight = ctx.saved_tensors
+        stride, padding, dilation, groups = ctx.conf
+        needed = [_will_need(ctx, i) for i in range(3)]
+        grad_x = None
+        if needed[0] and torch.is_grad_enabled():
+            grad_x = conv_input_adjoint(
+                grad, weight, tuple(x.shape[-2:]), stride=stride, padding=padding,
+                dilation=dilation, groups=groups,
+            )
+            needed[0] = False
+        grad_w = grad_b = None
+        if any(needed):
+            native_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
+                grad, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation),
+                False, [0, 0], groups, needed,
+            )
+            grad_x = native_x if grad_x is None else grad_x
+        return grad_x, grad_w, grad_b, None, None, None, None
+
+
+def _will_need(ctx: Any, index: int) -> bool:
+    """Whether the running backward pass uses the gradient of the Function's input ``index``."""
+    if not ctx.needs_input_grad[index]:
+        return False
+    node = ctx.next_functions[index][0]
+    if node is None:
+        return False
+    try:
+        return bool(torch._C._will_engine_execute_node(node))
+    except RuntimeError:  # a leaf under autograd.grad() cannot be asked: compute it
+        return True
 
 
 @dataclass(frozen=True)
@@ -245,7 +323,15 @@ class _FastConv:
             if bn.bias is not None:
                 bias = bias + bn.bias
             weight = weight * scale.reshape(-1, 1, 1, 1)
-        out = conv._conv_forward(x, weight, bias)
+        if isinstance(conv.padding, str):
+            out = conv._conv_forward(x, weight, bias)
+        elif conv.padding_mode == "zeros":
+            out = _Conv2d.apply(x, weight, bias, conv.stride, conv.padding, conv.dilation,
+                                conv.groups)
+        else:
+            padded = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
+            out = _Conv2d.apply(padded, weight, bias, conv.stride, (0, 0), conv.dilation,
+                                conv.groups)
         if self.tap is None:
             return out
         if not out.requires_grad:  # frozen model: the guided backward still needs a start

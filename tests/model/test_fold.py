@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 import torchvision
 from torch import Tensor, nn
 
 from model.attention import grad_cam_and_guided
-from model.attention.fold import fast_graph
+from model.attention.fold import _Conv2d, fast_graph
 from model.detector import build_detector, gradcam_layer
 from tests.model.test_attention_helpers import assert_unchanged, one_thread, snapshot
 
@@ -168,3 +169,47 @@ def test_modules_called_twice_are_left_alone() -> None:
     with fast_graph(model, tap_stem=True) as fast:
         assert fast.folded_pairs == 0 and fast.stem is None
         torch.testing.assert_close(model(x), _SharedConv.forward(model, x))
+
+
+@pytest.mark.parametrize(
+    ("stride", "padding", "dilation", "groups"),
+    [(1, 1, 1, 1), (2, 3, 1, 1), (2, 0, 2, 2), (3, 1, 1, 1)],
+)
+def test_convolution_function_has_exact_first_and_second_derivatives(
+    stride: int, padding: int, dilation: int, groups: int
+) -> None:
+    """``_Conv2d`` against finite differences (gradcheck and gradgradcheck, float64), with
+    sizes that the stride does not divide, so the adjoint needs its output padding."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
+    b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+
+    def conv(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        return _Conv2d.apply(x, w, b, (stride, stride), (padding, padding), (dilation, dilation),
+                             groups)
+
+    torch.testing.assert_close(
+        conv(x, w, b), F.conv2d(x, w, b, stride, padding, dilation, groups), rtol=0, atol=1e-12
+    )
+    assert torch.autograd.gradcheck(conv, (x, w, b))
+    assert torch.autograd.gradgradcheck(conv, (x, w, b))
+
+
+def test_convolution_function_gives_each_requested_gradient() -> None:
+    """Gradients asked for alone or together (the Function skips those the running pass does not
+    use) equal PyTorch's own convolution's, also when the weight is a leaf."""
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(5, 3, 3, 3, dtype=torch.float64, requires_grad=True)
+    scale = torch.rand(5, 1, 1, 1, dtype=torch.float64, requires_grad=True)
+    for weight in (w, w * scale):  # a leaf weight, and a folded (computed) one
+        ours = _Conv2d.apply(x, weight, None, (2, 2), (1, 1), (1, 1), 1).sin().sum()
+        plain = F.conv2d(x, weight, None, 2, 1).sin().sum()
+        for inputs in ((x,), (w,), (scale,), (x, w, scale)):
+            mine = torch.autograd.grad(ours, inputs, retain_graph=True, allow_unused=True)
+            theirs = torch.autograd.grad(plain, inputs, retain_graph=True, allow_unused=True)
+            for a, b in zip(mine, theirs, strict=True):
+                assert (a is None) == (b is None)
+                if a is not None:
+                    torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
