@@ -7,8 +7,9 @@ and parameter gradients equal those of the plain model (to float rounding).
 so the pair equals one convolution with weight ``W * s`` and bias ``beta + (b - mean) * s``, where
 ``s = gamma / sqrt(var + eps)``. Folding removes the batch-norm's forward, backward and - what
 costs most in ATCON - its double backward through the guided gradient. The folded weight and bias
-are recomputed from the live parameters on every call, so gradients reach ``W``, ``b``, ``gamma``
-and ``beta`` as without folding.
+are computed from the live parameters once per block (again whenever a parameter changes) and
+shared by its forward passes, so gradients reach ``W``, ``b``, ``gamma`` and ``beta`` as without
+folding, through one multiplication per step.
 
 *Stem tap.* The guided gradient with respect to the image is the stem convolution's input
 gradient of the guided gradient at the stem's output. Taking the backward pass only to the stem
@@ -306,23 +307,41 @@ def _identity(x: Tensor) -> Tensor:
 
 class _FastConv:
     """``conv`` (then ``bn`` in eval mode, folded) as one convolution, optionally tapped:
-    ``(B,Cin,H,W) -> (B,Cout,H',W')``."""
+    ``(B,Cin,H,W) -> (B,Cout,H',W')``.
+
+    The folded weight and bias are computed once per block and shared by every forward pass
+    in it (ATCON runs two), so the folding and its backward are paid once per step; a change of
+    any parameter or statistic (their version counters) or of the grad mode recomputes them.
+    """
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, tap: StemTap | None) -> None:
         self.conv, self.bn, self.tap = conv, bn, tap
+        self._folded: tuple[tuple[object, ...], Tensor, Tensor | None] | None = None
+
+    def _weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
+        conv, bn = self.conv, self.bn
+        if bn is None:
+            return conv.weight, conv.bias
+        assert bn.running_var is not None and bn.running_mean is not None
+        sources = (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+        key = (torch.is_grad_enabled(), bn.eps,
+               *((id(t), t._version) if t is not None else None for t in sources))
+        if self._folded is not None and self._folded[0] == key:
+            return self._folded[1], self._folded[2]
+        scale = torch.rsqrt(bn.running_var + bn.eps)
+        if bn.weight is not None:
+            scale = bn.weight * scale
+        bias = conv.bias
+        bias = -bn.running_mean * scale if bias is None else (bias - bn.running_mean) * scale
+        if bn.bias is not None:
+            bias = bias + bn.bias
+        weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+        self._folded = (key, weight, bias)
+        return weight, bias
 
     def __call__(self, x: Tensor) -> Tensor:
-        conv, bn = self.conv, self.bn
-        weight, bias = conv.weight, conv.bias
-        if bn is not None:
-            assert bn.running_var is not None and bn.running_mean is not None
-            scale = torch.rsqrt(bn.running_var + bn.eps)
-            if bn.weight is not None:
-                scale = bn.weight * scale
-            bias = -bn.running_mean * scale if bias is None else (bias - bn.running_mean) * scale
-            if bn.bias is not None:
-                bias = bias + bn.bias
-            weight = weight * scale.reshape(-1, 1, 1, 1)
+        conv = self.conv
+        weight, bias = self._weight_and_bias()
         if isinstance(conv.padding, str):
             out = conv._conv_forward(x, weight, bias)
         elif conv.padding_mode == "zeros":

@@ -213,3 +213,31 @@ def test_convolution_function_gives_each_requested_gradient() -> None:
                 assert (a is None) == (b is None)
                 if a is not None:
                     torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-12)
+
+
+def test_folded_weights_are_shared_by_forward_passes_and_follow_parameter_changes() -> None:
+    """Inside one block the fold is computed once for all forward passes (their gradients meet
+    at the shared folded weight), and again when a parameter, a statistic or the grad mode
+    changes."""
+    model = _model(reflect=False)
+    x = torch.randn(2, 3, 40, 40, dtype=torch.float64)
+    params = list(model.parameters())
+    plain = (model(x).square().sum() + model(x * 0.5).sin().sum())
+    g_plain = torch.autograd.grad(plain, params)
+    with fast_graph(model):
+        with torch.no_grad():
+            model(x)  # a fold without a graph must not be reused by the passes below
+        folded = (model(x).square().sum() + model(x * 0.5).sin().sum())
+        g_folded = torch.autograd.grad(folded, params)
+        torch.testing.assert_close(folded, plain, rtol=1e-10, atol=1e-10)
+        for a, b in zip(g_folded, g_plain, strict=True):
+            torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+        conv_weight_ids = {id(model.layer1[0].conv1.forward._weight_and_bias()[0])}
+        model(x)
+        conv_weight_ids.add(id(model.layer1[0].conv1.forward._weight_and_bias()[0]))
+        assert len(conv_weight_ids) == 1  # reused
+        with torch.no_grad():
+            model.layer1[0].bn1.running_var.mul_(2.0)
+            model.layer4[1].conv2.weight.add_(0.1)
+        changed = model(x)
+    torch.testing.assert_close(changed, model(x), rtol=1e-10, atol=1e-10)
