@@ -131,8 +131,15 @@ def consistency_per_image(
         return attr.abs().sum(dim=1)
 
     tap_stem = second == "guided_backprop" and not x.requires_grad  # used by the joint pass
-    with grad_enabled(), fast_graph(model, (layer,), tap_stem=tap_stem) as fast:
+    # oneDNN's kernels (convolutions and their gradients, max-pooling, reflect padding) are
+    # faster on channels-last activations; the convolutions then take it from the image
+    channels_last = x.device.type == "cpu"
+    with grad_enabled(), fast_graph(
+        model, (layer,), tap_stem=tap_stem, channels_last=channels_last
+    ) as fast:
         x = usable(x)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
         if second == "guided_backprop":
             joint = grad_cam_and_guided(
                 model, layer, x, target, create_graph=create_graph, stem=fast.stem

@@ -42,22 +42,22 @@ class StemTap:
     """The stem convolution (fed by the image) during one forward pass.
 
     ``output`` is its ``(B,K,h,w)`` output (a leaf requiring grad when nothing upstream does),
-    ``weight`` the weight it used (folded when its batch-norm is folded).
+    ``weight`` the weight it used (folded when its batch-norm is folded), ``input`` the image.
     """
 
     conv: nn.Conv2d
     output: Tensor | None = None
     weight: Tensor | None = None
-    input_shape: torch.Size | None = None
+    input: Tensor | None = None
 
     def input_gradient(self, grad_output: Tensor) -> Tensor:
         """Adjoint of the stem: ``(B,K,h,w)`` gradient at its output -> ``(B,C,H,W)`` at the
         image, differentiable (``conv_transpose2d``, then the padding's adjoint)."""
-        if self.weight is None or self.input_shape is None:
+        if self.weight is None or self.input is None:
             raise RuntimeError("the stem convolution was not called during the forward pass")
         conv = self.conv
         zero_padded = conv.padding_mode == "zeros"
-        height, width = self.input_shape[-2:]
+        height, width = self.input.shape[-2:]
         if not zero_padded:  # the conv sees an explicitly padded input and pads nothing itself
             pad_h, pad_w = conv.padding  # type: ignore[misc]
             height, width = height + 2 * pad_h, width + 2 * pad_w
@@ -68,11 +68,27 @@ class StemTap:
         )
         if zero_padded:
             return grad
-        # adjoint of F.pad(x, ..., mode): differentiate the padding of a zero tensor
-        probe = grad.new_zeros(self.input_shape).requires_grad_(True)
-        padded = F.pad(probe, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-        (grad,) = torch.autograd.grad(padded, probe, grad, create_graph=grad.requires_grad)
-        return grad
+        return pad_adjoint(
+            grad, self.input, tuple(conv._reversed_padding_repeated_twice), conv.padding_mode
+        )
+
+
+def pad_adjoint(grad: Tensor, like: Tensor, widths: tuple[int, ...], mode: str) -> Tensor:
+    """Adjoint of ``F.pad(like, widths, mode=mode)``: ``(B,C,H+..,W+..) -> (B,C,H,W)``.
+
+    Differentiable in ``grad`` only (under ``create_graph``): the padding's adjoint does not
+    depend on the values of ``like``, so no (zero) gradient is sent back to them.
+    """
+    like = like.detach()
+    if mode == "reflect":
+        return torch.ops.aten.reflection_pad2d_backward(grad, like, list(widths))
+    if mode == "replicate":
+        return torch.ops.aten.replication_pad2d_backward(grad, like, list(widths))
+    with torch.enable_grad():  # any other mode: differentiate the padding of a zero tensor
+        probe = torch.zeros_like(like).requires_grad_(True)
+        padded = F.pad(probe, widths, mode=mode)
+    (out,) = torch.autograd.grad(padded, probe, grad, create_graph=torch.is_grad_enabled())
+    return out
 
 
 def conv_input_adjoint(
@@ -104,46 +120,57 @@ def conv_input_adjoint(
 
 
 class _Conv2d(torch.autograd.Function):
-    """``F.conv2d`` (zero padding) whose gradient is cheap to differentiate again.
+    """``F.conv2d`` (after an explicit ``F.pad`` when ``pad_mode`` is not ``"zeros"``) whose
+    gradient is cheap to differentiate again.
 
     PyTorch's own double backward of a convolution takes the weight gradient as a convolution
     of the batch-transposed tensors with the output gradient as a kernel (``h x w`` wide), far
     slower on CPU than the weight-gradient kernel. Under ``create_graph`` (the guided backward)
     this Function returns the input gradient as :func:`conv_input_adjoint`, whose own backward is
     an ordinary first-order transposed-convolution backward. Gradients the running backward pass
-    does not need (the weights', while only the input gradient is asked for) are skipped.
+    does not need (the weights', while only the input gradient is asked for) are skipped. The
+    explicit padding's adjoint (:func:`pad_adjoint`) likewise depends on the gradient alone, so
+    its double backward sends no zero gradient back to the activations.
     """
 
     @staticmethod
     def forward(  # type: ignore[override]
         ctx: Any, x: Tensor, weight: Tensor, bias: Tensor | None, stride: tuple[int, ...],
         padding: tuple[int, ...], dilation: tuple[int, ...], groups: int,
+        pad_mode: str = "zeros", pad_widths: tuple[int, ...] = (),
     ) -> Tensor:
-        ctx.save_for_backward(x, weight)
-        ctx.conf = (stride, padding, dilation, groups)
+        padded = x if pad_mode == "zeros" else F.pad(x, pad_widths, mode=pad_mode)
+        ctx.save_for_backward(padded, weight, x)
+        ctx.conf = (stride, padding, dilation, groups, pad_mode, pad_widths)
         ctx.bias_sizes = None if bias is None else list(bias.shape)
-        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+        return F.conv2d(padded, weight, bias, stride, padding, dilation, groups)
 
     @staticmethod
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
-        x, weight = ctx.saved_tensors
-        stride, padding, dilation, groups = ctx.conf
+        padded, weight, x = ctx.saved_tensors
+        stride, padding, dilation, groups, pad_mode, pad_widths = ctx.conf
         needed = [_will_need(ctx, i) for i in range(3)]
         grad_x = None
         if needed[0] and torch.is_grad_enabled():
             grad_x = conv_input_adjoint(
-                grad, weight, tuple(x.shape[-2:]), stride=stride, padding=padding,
+                grad, weight, tuple(padded.shape[-2:]), stride=stride, padding=padding,
                 dilation=dilation, groups=groups,
             )
             needed[0] = False
         grad_w = grad_b = None
         if any(needed):
+            if torch.is_grad_enabled() and pad_mode != "zeros":
+                # the saved padding has no graph: redo it so that these gradients stay
+                # differentiable with respect to x (never the case in ATCON's guided backward)
+                padded = F.pad(x, pad_widths, mode=pad_mode)
             native_x, grad_w, grad_b = torch.ops.aten.convolution_backward(
-                grad, x, weight, ctx.bias_sizes, list(stride), list(padding), list(dilation),
-                False, [0, 0], groups, needed,
+                grad, padded, weight, ctx.bias_sizes, list(stride), list(padding),
+                list(dilation), False, [0, 0], groups, needed,
             )
             grad_x = native_x if grad_x is None else grad_x
-        return grad_x, grad_w, grad_b, None, None, None, None
+        if grad_x is not None and pad_mode != "zeros":
+            grad_x = pad_adjoint(grad_x, x, pad_widths, pad_mode)
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
 def _will_need(ctx: Any, index: int) -> bool:
@@ -169,7 +196,11 @@ class FastGraph:
 
 @contextmanager
 def fast_graph(
-    model: nn.Module, keep: tuple[nn.Module, ...] = (), *, tap_stem: bool = False
+    model: nn.Module,
+    keep: tuple[nn.Module, ...] = (),
+    *,
+    tap_stem: bool = False,
+    channels_last: bool = False,
 ) -> Iterator[FastGraph]:
     """Fold every foldable conv/batch-norm pair of ``model`` (and tap its stem convolution when
     ``tap_stem``) while the block is open.
@@ -191,7 +222,9 @@ def fast_graph(
                 if conv is stem:
                     tap = None
                 continue  # already patched by someone else: leave it alone
-            conv.forward = _FastConv(conv, bn, tap if conv is stem else None)  # type: ignore[method-assign]
+            conv.forward = _FastConv(  # type: ignore[method-assign]
+                conv, bn, tap if conv is stem else None, channels_last
+            )
             patched.append(conv)
             if bn is not None:
                 bn.forward = _identity  # type: ignore[method-assign]
@@ -314,8 +347,12 @@ class _FastConv:
     any parameter or statistic (their version counters) or of the grad mode recomputes them.
     """
 
-    def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, tap: StemTap | None) -> None:
+    def __init__(
+        self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, tap: StemTap | None,
+        channels_last: bool = False,
+    ) -> None:
         self.conv, self.bn, self.tap = conv, bn, tap
+        self.channels_last = channels_last
         self._folded: tuple[tuple[object, ...], Tensor, Tensor | None] | None = None
 
     def _weight_and_bias(self) -> tuple[Tensor, Tensor | None]:
@@ -336,6 +373,8 @@ class _FastConv:
         if bn.bias is not None:
             bias = bias + bn.bias
         weight = conv.weight * scale.reshape(-1, 1, 1, 1)
+        if self.channels_last:  # the layout of the activations: no conversion per call
+            weight = weight.contiguous(memory_format=torch.channels_last)
         self._folded = (key, weight, bias)
         return weight, bias
 
@@ -348,13 +387,12 @@ class _FastConv:
             out = _Conv2d.apply(x, weight, bias, conv.stride, conv.padding, conv.dilation,
                                 conv.groups)
         else:
-            padded = F.pad(x, conv._reversed_padding_repeated_twice, mode=conv.padding_mode)
-            out = _Conv2d.apply(padded, weight, bias, conv.stride, (0, 0), conv.dilation,
-                                conv.groups)
+            out = _Conv2d.apply(x, weight, bias, conv.stride, (0, 0), conv.dilation, conv.groups,
+                                conv.padding_mode, tuple(conv._reversed_padding_repeated_twice))
         if self.tap is None:
             return out
         if not out.requires_grad:  # frozen model: the guided backward still needs a start
             out = out.detach().requires_grad_(True)
-        self.tap.output, self.tap.weight, self.tap.input_shape = out, weight, x.shape
+        self.tap.output, self.tap.weight, self.tap.input = out, weight, x
         # the caller's next op may be an in-place ReLU; the tapped tensor must keep its value
         return out.clone()

@@ -172,26 +172,35 @@ def test_modules_called_twice_are_left_alone() -> None:
 
 
 @pytest.mark.parametrize(
-    ("stride", "padding", "dilation", "groups"),
-    [(1, 1, 1, 1), (2, 3, 1, 1), (2, 0, 2, 2), (3, 1, 1, 1)],
+    ("stride", "padding", "dilation", "groups", "mode"),
+    [(1, 1, 1, 1, "zeros"), (2, 3, 1, 1, "zeros"), (2, 0, 2, 2, "zeros"), (3, 1, 1, 1, "zeros"),
+     (2, 1, 1, 1, "reflect"), (1, 2, 1, 1, "replicate"), (2, 1, 1, 1, "circular")],
 )
 def test_convolution_function_has_exact_first_and_second_derivatives(
-    stride: int, padding: int, dilation: int, groups: int
+    stride: int, padding: int, dilation: int, groups: int, mode: str
 ) -> None:
     """``_Conv2d`` against finite differences (gradcheck and gradgradcheck, float64), with
-    sizes that the stride does not divide, so the adjoint needs its output padding."""
+    sizes that the stride does not divide, so the adjoint needs its output padding, and with
+    every explicit padding mode of ``nn.Conv2d``."""
     torch.manual_seed(0)
     x = torch.randn(2, 4, 9, 8, dtype=torch.float64, requires_grad=True)
     w = torch.randn(6, 4 // groups, 3, 3, dtype=torch.float64, requires_grad=True)
     b = torch.randn(6, dtype=torch.float64, requires_grad=True)
+    widths = (padding,) * 4
 
     def conv(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
-        return _Conv2d.apply(x, w, b, (stride, stride), (padding, padding), (dilation, dilation),
-                             groups)
+        if mode == "zeros":
+            return _Conv2d.apply(x, w, b, (stride, stride), (padding, padding),
+                                 (dilation, dilation), groups)
+        return _Conv2d.apply(x, w, b, (stride, stride), (0, 0), (dilation, dilation), groups,
+                             mode, widths)
 
-    torch.testing.assert_close(
-        conv(x, w, b), F.conv2d(x, w, b, stride, padding, dilation, groups), rtol=0, atol=1e-12
-    )
+    def plain(x: Tensor, w: Tensor, b: Tensor) -> Tensor:
+        if mode == "zeros":
+            return F.conv2d(x, w, b, stride, padding, dilation, groups)
+        return F.conv2d(F.pad(x, widths, mode=mode), w, b, stride, 0, dilation, groups)
+
+    torch.testing.assert_close(conv(x, w, b), plain(x, w, b), rtol=0, atol=1e-12)
     assert torch.autograd.gradcheck(conv, (x, w, b))
     assert torch.autograd.gradgradcheck(conv, (x, w, b))
 
@@ -241,3 +250,19 @@ def test_folded_weights_are_shared_by_forward_passes_and_follow_parameter_change
             model.layer4[1].conv2.weight.add_(0.1)
         changed = model(x)
     torch.testing.assert_close(changed, model(x), rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("reflect", [False, True])
+def test_channels_last_fold_gives_the_same_outputs_and_gradients(reflect: bool) -> None:
+    """``channels_last=True`` (the layout ATCON uses on CPU) changes speed, not results."""
+    model = _model(reflect)
+    x = torch.randn(2, 3, 67, 61, dtype=torch.float64)
+    params = list(model.parameters())
+    plain = model(x)
+    g_plain = torch.autograd.grad(plain.square().sum(), params)
+    with fast_graph(model, channels_last=True):
+        fast = model(x.contiguous(memory_format=torch.channels_last))
+    g_fast = torch.autograd.grad(fast.square().sum(), params)
+    torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
+    for a, b in zip(g_fast, g_plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
