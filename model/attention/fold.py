@@ -344,7 +344,8 @@ class _FastConv:
 
     The folded weight and bias are computed once per block and shared by every forward pass
     in it (ATCON runs two), so the folding and its backward are paid once per step; a change of
-    any parameter or statistic (their version counters) or of the grad mode recomputes them.
+    any parameter or statistic (their version counters) or of the grad mode, or a backward pass
+    through the fold (which may free its graph), recomputes them.
     """
 
     def __init__(
@@ -376,6 +377,17 @@ class _FastConv:
         if self.channels_last:  # the layout of the activations: no conversion per call
             weight = weight.contiguous(memory_format=torch.channels_last)
         self._folded = (key, weight, bias)
+        # a backward pass through the fold may free its graph: fold again for the next forward
+        this = weakref.ref(self)  # no reference cycle through the autograd graph
+
+        def forget(*_: object) -> None:
+            owner = this()
+            if owner is not None:
+                owner._folded = None
+
+        for tensor in (weight, bias):
+            if tensor is not None and tensor.grad_fn is not None:
+                tensor.grad_fn.register_hook(forget)
         return weight, bias
 
     def __call__(self, x: Tensor) -> Tensor:

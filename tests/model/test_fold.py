@@ -266,3 +266,20 @@ def test_channels_last_fold_gives_the_same_outputs_and_gradients(reflect: bool) 
     torch.testing.assert_close(fast, plain, rtol=1e-10, atol=1e-10)
     for a, b in zip(g_fast, g_plain, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_forward_passes_after_a_backward_in_the_same_block_fold_again() -> None:
+    """A backward pass frees the graph of the shared fold; the next forward in the block must
+    not reuse it (gradient accumulation over two batches inside one block)."""
+    model = _model(reflect=False)
+    x = torch.randn(2, 3, 40, 40, dtype=torch.float64)
+    params = list(model.parameters())
+    expected = torch.autograd.grad(model(x).sum() + model(2 * x).sum(), params)
+    for p in params:
+        p.grad = None
+    with fast_graph(model):
+        model(x).sum().backward()
+        model(2 * x).sum().backward()
+    for p, e in zip(params, expected, strict=True):
+        torch.testing.assert_close(p.grad, e, rtol=1e-8, atol=1e-10)
+        p.grad = None
