@@ -180,9 +180,9 @@ def _will_need(ctx: Any, index: int) -> bool:
     node = ctx.next_functions[index][0]
     if node is None:
         return False
-    try:
+    try:  # private API (used by torch.autograd.graph); pinned torch, but fail safe
         return bool(torch._C._will_engine_execute_node(node))
-    except RuntimeError:  # a leaf under autograd.grad() cannot be asked: compute it
+    except (RuntimeError, AttributeError):  # e.g. a leaf under autograd.grad(): compute it
         return True
 
 
