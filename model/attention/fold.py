@@ -55,22 +55,35 @@ class StemTap:
         image, differentiable (``conv_transpose2d``, then the padding's adjoint)."""
         if self.weight is None or self.input is None:
             raise RuntimeError("the stem convolution was not called during the forward pass")
-        conv = self.conv
-        zero_padded = conv.padding_mode == "zeros"
-        height, width = self.input.shape[-2:]
-        if not zero_padded:  # the conv sees an explicitly padded input and pads nothing itself
-            pad_h, pad_w = conv.padding  # type: ignore[misc]
-            height, width = height + 2 * pad_h, width + 2 * pad_w
-        grad = conv_input_adjoint(
-            grad_output, self.weight, (height, width), stride=conv.stride,
-            padding=conv.padding if zero_padded else (0, 0),  # type: ignore[arg-type]
-            dilation=conv.dilation, groups=conv.groups,
-        )
-        if zero_padded:
-            return grad
-        return pad_adjoint(
-            grad, self.input, tuple(conv._reversed_padding_repeated_twice), conv.padding_mode
-        )
+        return _input_gradient(grad_output, self.weight, self.input, _conv_conf(self.conv))
+
+
+_ConvConf = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int, str, tuple[int, ...]]
+"""``(stride, padding, dilation, groups, pad_mode, pad_widths)`` of a numerically padded conv:
+``padding`` is the conv's own zero padding, ``(0, 0)`` when ``pad_mode`` pads explicitly by
+``pad_widths`` (``F.pad`` order)."""
+
+
+def _conv_conf(conv: nn.Conv2d) -> _ConvConf:
+    """The :data:`_ConvConf` of an ``nn.Conv2d`` whose padding is numeric."""
+    if conv.padding_mode == "zeros":
+        return (conv.stride, conv.padding, conv.dilation, conv.groups,  # type: ignore[return-value]
+                "zeros", ())
+    return (conv.stride, (0, 0), conv.dilation, conv.groups, conv.padding_mode,
+            tuple(conv._reversed_padding_repeated_twice))
+
+
+def _input_gradient(grad_output: Tensor, weight: Tensor, x: Tensor, conf: _ConvConf) -> Tensor:
+    """Differentiable input gradient of ``conv2d(pad(x))``: ``(B,Cout,h,w) -> x.shape``, a
+    transposed convolution and then, for explicit padding, the padding's adjoint."""
+    stride, padding, dilation, groups, pad_mode, pad_widths = conf
+    height, width = x.shape[-2:]
+    if pad_mode != "zeros":  # the conv sees the explicitly padded input
+        left, right, top, bottom = pad_widths
+        height, width = height + top + bottom, width + left + right
+    grad = conv_input_adjoint(grad_output, weight, (height, width), stride=stride,
+                              padding=padding, dilation=dilation, groups=groups)
+    return grad if pad_mode == "zeros" else pad_adjoint(grad, x, pad_widths, pad_mode)
 
 
 def pad_adjoint(grad: Tensor, like: Tensor, widths: tuple[int, ...], mode: str) -> Tensor:
@@ -152,10 +165,7 @@ class _Conv2d(torch.autograd.Function):
         needed = [_will_need(ctx, i) for i in range(3)]
         grad_x = None
         if needed[0] and torch.is_grad_enabled():
-            grad_x = conv_input_adjoint(
-                grad, weight, tuple(padded.shape[-2:]), stride=stride, padding=padding,
-                dilation=dilation, groups=groups,
-            )
+            grad_x = _input_gradient(grad, weight, x, ctx.conf)
             needed[0] = False
         grad_w = grad_b = None
         if any(needed):
@@ -167,9 +177,9 @@ class _Conv2d(torch.autograd.Function):
                 grad, padded, weight, ctx.bias_sizes, list(stride), list(padding),
                 list(dilation), False, [0, 0], groups, needed,
             )
-            grad_x = native_x if grad_x is None else grad_x
-        if grad_x is not None and pad_mode != "zeros":
-            grad_x = pad_adjoint(grad_x, x, pad_widths, pad_mode)
+            if native_x is not None:
+                grad_x = native_x if pad_mode == "zeros" else pad_adjoint(
+                    native_x, x, pad_widths, pad_mode)
         return grad_x, grad_w, grad_b, None, None, None, None, None, None
 
 
@@ -395,12 +405,8 @@ class _FastConv:
         weight, bias = self._weight_and_bias()
         if isinstance(conv.padding, str):
             out = conv._conv_forward(x, weight, bias)
-        elif conv.padding_mode == "zeros":
-            out = _Conv2d.apply(x, weight, bias, conv.stride, conv.padding, conv.dilation,
-                                conv.groups)
         else:
-            out = _Conv2d.apply(x, weight, bias, conv.stride, (0, 0), conv.dilation, conv.groups,
-                                conv.padding_mode, tuple(conv._reversed_padding_repeated_twice))
+            out = _Conv2d.apply(x, weight, bias, *_conv_conf(conv))
         if self.tap is None:
             return out
         if not out.requires_grad:  # frozen model: the guided backward still needs a start
