@@ -165,7 +165,8 @@ def load_checkpoint(
     state = load_file(str(path))
     if verify and meta.content_hash and content_hash(state) != meta.content_hash:
         raise CheckpointError(f"{path}: tensor content does not match its recorded hash")
-    model = build_detector(meta.arch, len(meta.classes), reflect_padding=meta.reflect_padding)
+    model = build_detector(meta.arch, len(meta.classes), reflect_padding=meta.reflect_padding,
+                           input_size=meta.input_size)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -40,9 +40,8 @@ from model.checkpoint import (
     save_checkpoint,
 )
 from model.data import FrameSet
-from model.detector import Architecture, build_detector, gradcam_layer
+from model.detector import Architecture, build_detector, gradcam_layer, preprocessing_for
 from model.evaluate import evaluate, localisation_mean_iou, prepare
-from model.preprocess import Preprocessing
 from model.sampling import BatchCycler, StepKind, step_kinds, steps_per_epoch
 from model.thresholds import EventThresholdRule, event_thresholds
 from model.train_state import (
@@ -215,7 +214,7 @@ class _Run:
         self.config, self.model, self.optimizer = config, model, optimizer
         self.labeled, self.pool, self.val = labeled, pool, val
         self.device, self.out_dir, self.state = device, out_dir, state
-        self.preprocessing = Preprocessing(input_size=config.input_size)
+        self.preprocessing = preprocessing_for(config.arch, config.input_size)
         self.layer = gradcam_layer(model)
         self.steps_done = state.epoch * self.steps_per_epoch()
 
@@ -379,7 +378,7 @@ def _build_model(config: TrainConfig) -> tuple[nn.Module, str | None]:
                     f"init checkpoint is {parent_meta.arch}, config says {config.arch}"
                 )
     model = build_detector(config.arch, len(config.classes), weights=config.init_weights,
-                           reflect_padding=config.reflect_padding)
+                           reflect_padding=config.reflect_padding, input_size=config.input_size)
     return model, parent
 
 

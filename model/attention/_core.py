@@ -138,15 +138,21 @@ class GuidedGate:
             self.active = False
 
 
+GUIDED_ACTIVATIONS: tuple[type[nn.Module], ...] = (nn.ReLU, nn.ReLU6)
+"""Activation modules whose backward the guided rule changes."""
+
+
 @contextmanager
 def guided_relus(model: nn.Module) -> Iterator[GuidedGate]:
-    """Make every ``nn.ReLU`` of ``model`` guided (for backward passes inside ``gate.on()``).
+    """Make every ``nn.ReLU`` and ``nn.ReLU6`` of ``model`` guided (for backward passes inside
+    ``gate.on()``).
 
-    Each ReLU output gets a tensor hook that keeps only the positive part of its incoming
-    gradient; the ReLU's own backward then applies the ``input > 0`` mask, which gives Guided
-    Backpropagation's ``grad.clamp(min=0) * (input > 0)``. Works with ``inplace=True`` (the hook
-    sits on the output tensor, whatever storage it shares). Functional ``F.relu`` calls are not
-    seen, exactly as in Captum.
+    Each activation output gets a tensor hook that keeps only the positive part of its incoming
+    gradient; the activation's own backward then applies its mask, which gives Guided
+    Backpropagation's ``grad.clamp(min=0) * (input > 0)`` for ReLU and, for ReLU6, the same rule
+    on its linear region: ``grad.clamp(min=0) * (0 < input < 6)``. Works with ``inplace=True``
+    (the hook sits on the output tensor, whatever storage it shares). Functional ``F.relu``
+    calls are not seen, exactly as in Captum.
     """
     gate = GuidedGate()
 
@@ -154,7 +160,8 @@ def guided_relus(model: nn.Module) -> Iterator[GuidedGate]:
         if isinstance(output, Tensor) and output.requires_grad:
             output.register_hook(gate.hook)
 
-    handles = [m.register_forward_hook(on_relu) for m in model.modules() if isinstance(m, nn.ReLU)]
+    handles = [m.register_forward_hook(on_relu) for m in model.modules()
+               if isinstance(m, GUIDED_ACTIVATIONS)]
     try:
         yield gate
     finally:

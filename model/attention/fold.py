@@ -49,13 +49,30 @@ class StemTap:
     output: Tensor | None = None
     weight: Tensor | None = None
     input: Tensor | None = None
+    pre_pad: nn.Module | None = None
+    """A padding module between the image and the convolution (EfficientNet-Lite's
+    asymmetric "same" padding), whose adjoint is applied after the convolution's."""
 
     def input_gradient(self, grad_output: Tensor) -> Tensor:
         """Adjoint of the stem: ``(B,K,h,w)`` gradient at its output -> ``(B,C,H,W)`` at the
-        image, differentiable (``conv_transpose2d``, then the padding's adjoint)."""
+        image, differentiable (``conv_transpose2d``, then the paddings' adjoints)."""
         if self.weight is None or self.input is None:
             raise RuntimeError("the stem convolution was not called during the forward pass")
-        return _input_gradient(grad_output, self.weight, self.input, _conv_conf(self.conv))
+        grad = _input_gradient(grad_output, self.weight, self.input, _conv_conf(self.conv))
+        if self.pre_pad is None:
+            return grad
+        left, right, top, bottom = self.pre_pad.padding  # type: ignore[misc]
+        if isinstance(self.pre_pad, nn.ZeroPad2d):  # the adjoint of zero padding is a crop
+            return grad[..., top:grad.shape[-2] - bottom, left:grad.shape[-1] - right]
+        mode = _PAD_MODES[type(self.pre_pad)]
+        height, width = grad.shape[-2] - top - bottom, grad.shape[-1] - left - right
+        like = grad.new_empty((*grad.shape[:-2], height, width))  # only its shape is read
+        return pad_adjoint(grad, like, (left, right, top, bottom), mode)
+
+
+_PAD_MODES: dict[type[nn.Module], str] = {
+    nn.ZeroPad2d: "constant", nn.ReflectionPad2d: "reflect", nn.ReplicationPad2d: "replicate",
+}
 
 
 _ConvConf = tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...], int, str, tuple[int, ...]]
@@ -219,11 +236,11 @@ def fast_graph(
     inside the block stay valid after it: they hold the folded weights, which depend on the
     parameters.
     """
-    pairs, stem = _plan(model, keep)
+    pairs, stem, pre_pad = _plan(model, keep)
     bn_after = dict(pairs)
     if stem is not None and not tap_stem:
         stem = None
-    tap = StemTap(stem) if stem is not None else None
+    tap = StemTap(stem, pre_pad=pre_pad) if stem is not None else None
     patched: list[nn.Module] = []
     try:
         for conv in {*bn_after, *([stem] if stem is not None else [])}:
@@ -297,13 +314,13 @@ def _structure(model: nn.Module) -> _Structure:
 
 def _plan(
     model: nn.Module, keep: tuple[nn.Module, ...]
-) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], nn.Conv2d | None]:
-    """Foldable ``(conv, bn)`` pairs and the tappable stem convolution, now.
+) -> tuple[list[tuple[nn.Conv2d, nn.BatchNorm2d]], nn.Conv2d | None, nn.Module | None]:
+    """Foldable ``(conv, bn)`` pairs, the tappable stem convolution and its padding module, now.
 
     A pair qualifies when the conv's output feeds only the batch-norm, the batch-norm is in eval
     mode with running statistics, and neither module carries hooks or is in ``keep``. The stem
-    is a plain ``Conv2d`` that is the only consumer of the model's only input, with numeric
-    padding, no hooks and not in ``keep``.
+    is a plain ``Conv2d`` that is the only consumer of the model's only input (or of a padding
+    module that is), with numeric padding, no hooks and not in ``keep``.
     """
     structure = _structure(model)
     modules = dict(model.named_modules())
@@ -325,10 +342,15 @@ def _plan(
             and not _has_hooks(bn)
         ):
             pairs.append((conv, bn))
-    stem = usable_conv(structure.stem)
+    stem_name, pre_pad = structure.stem, modules.get(structure.stem or "")
+    if type(pre_pad) in _PAD_MODES and pre_pad not in keep and not _has_hooks(pre_pad):
+        stem_name = dict(structure.links).get(stem_name or "")
+    else:
+        pre_pad = None
+    stem = usable_conv(stem_name)
     if stem is not None and isinstance(stem.padding, str):
         stem = None
-    return pairs, stem
+    return pairs, stem, (pre_pad if stem is not None else None)
 
 
 def _foldable(bn: nn.BatchNorm2d) -> bool:

@@ -19,12 +19,21 @@ _ = one_thread  # imported so pytest finds the fixture in this module
 SIZE = 64
 
 
+def _size(arch: str, reflect: bool) -> int:
+    """Input side: EfficientNet-Lite's 5x5 reflect padding needs 3x3 maps at 1/32 scale."""
+    return 96 if reflect and arch.startswith("efficientnet") else SIZE
+
+
 def _model(seed: int = 0, arch: str = "resnet18", reflect: bool = False) -> nn.Module:
     torch.manual_seed(seed)
-    model = build_detector(arch, 4, reflect_padding=reflect).double().eval()  # type: ignore[arg-type]
+    # EfficientNet-Lite from random weights has vanishing gradients: start from ImageNet's
+    weights = "IMAGENET1K" if arch.startswith("efficientnet") else None
+    model = build_detector(arch, 4, reflect_padding=reflect, weights=weights,  # type: ignore[arg-type]
+                           input_size=_size(arch, reflect)).double().eval()
     # a trained-looking head: larger weights spread the classes and the maps
     with torch.no_grad():
-        model.fc.weight.mul_(20)
+        head = model.fc if hasattr(model, "fc") else model.classifier[-1]
+        head.weight.mul_(20)
         for m in model.modules():  # batch-norm statistics that are not the identity (folding)
             if isinstance(m, nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.2, 0.2)
@@ -33,15 +42,22 @@ def _model(seed: int = 0, arch: str = "resnet18", reflect: bool = False) -> nn.M
 
 
 @pytest.mark.parametrize(
-    ("second", "reflect"),
-    [("guided_backprop", False), ("guided_backprop", True), ("integrated_gradients", False)],
+    ("second", "reflect", "arch"),
+    [("guided_backprop", False, "resnet18"), ("guided_backprop", True, "resnet18"),
+     ("integrated_gradients", False, "resnet18"),
+     ("guided_backprop", False, "efficientnet_lite0"),
+     ("guided_backprop", True, "efficientnet_lite0"),
+     ("integrated_gradients", False, "efficientnet_lite0")],
 )
-def test_loss_and_parameter_gradients_equal_per_image_reference(second: str, reflect: bool) -> None:
-    model = _model(reflect=reflect)
+def test_loss_and_parameter_gradients_equal_per_image_reference(
+    second: str, reflect: bool, arch: str
+) -> None:
+    model = _model(reflect=reflect, arch=arch)
     layer = gradcam_layer(model)
     torch.manual_seed(1)
     # three images with Guided Backprop; two keep the (costlier) Integrated Gradients case short
-    x = torch.randn(3 if second == "guided_backprop" else 2, 3, SIZE, SIZE, dtype=torch.float64)
+    size = _size(arch, reflect)
+    x = torch.randn(3 if second == "guided_backprop" else 2, 3, size, size, dtype=torch.float64)
     params = [p for p in model.parameters() if p.requires_grad]
     before = snapshot(model)
 

@@ -41,7 +41,10 @@ def test_unknown_architecture_and_bad_class_count_are_rejected() -> None:
         build_detector("resnet101", 3)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="num_classes"):
         build_detector("resnet18", 0)
-    assert set(ARCHITECTURES) == {"resnet18", "resnet34", "resnet50"}
+    assert set(ARCHITECTURES) == {
+        "resnet18", "resnet34", "resnet50",
+        "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+    }
 
 
 def test_gradcam_layer_rejects_non_resnets() -> None:

@@ -4,9 +4,10 @@ note (``/work/shared/docs/atcon.md``) and used twice: as the oracle of ``tests/m
 
 Per image: Grad-CAM by a backward pass that runs to the input with ``create_graph=True`` (the
 layer's activations and gradients captured by hooks), Guided Backprop on a forward pass of its own
-with every ``nn.ReLU`` swapped for a guided Function (non-differentiable masks), the soft mask, the
-Grad-CAM of the masked image - whose input keeps its graph, so the loss is differentiated through
-the mask and the guided gradient, as the note asks - and the negative Pearson correlation.
+with every ``nn.ReLU`` (and ``nn.ReLU6``) swapped for a guided Function (non-differentiable
+masks), the soft mask, the Grad-CAM of the masked image - whose input keeps its graph, so the
+loss is differentiated through the mask and the guided gradient, as the note asks - and the
+negative Pearson correlation.
 """
 
 from __future__ import annotations
@@ -35,12 +36,33 @@ class GuidedReLU(nn.Module):
         return GuidedReLUFunction.apply(inp)
 
 
+class GuidedReLU6Function(torch.autograd.Function):
+    """The guided rule on ReLU6's linear region: positive gradients at inputs in (0, 6)."""
+
+    @staticmethod
+    def forward(ctx, inp: Tensor) -> Tensor:  # type: ignore[override]
+        ctx.save_for_backward(inp)
+        return inp.clamp(min=0, max=6)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:  # type: ignore[override]
+        (inp,) = ctx.saved_tensors
+        inside = ((inp > 0) & (inp < 6)).to(grad.dtype)
+        return grad * inside * (grad > 0).to(grad.dtype)
+
+
+class GuidedReLU6(nn.Module):
+    def forward(self, inp: Tensor) -> Tensor:
+        return GuidedReLU6Function.apply(inp)
+
+
 def _swap_relus(model: nn.Module) -> list[tuple[nn.Module, str, nn.Module]]:
     swapped = []
     for parent in list(model.modules()):
         for name, child in list(parent.named_children()):
-            if isinstance(child, nn.ReLU):
-                parent._modules[name] = GuidedReLU()
+            if isinstance(child, (nn.ReLU, nn.ReLU6)):
+                guided = GuidedReLU() if isinstance(child, nn.ReLU) else GuidedReLU6()
+                parent._modules[name] = guided
                 swapped.append((parent, name, child))
     return swapped
 
@@ -112,7 +134,9 @@ def consistency_loss(
         else:
             g = ig_map(model, img, cls, steps)
         sigma = g.mean() + g.std() / 2
-        mask = 1 / (1 + torch.exp(-w * (g - sigma)))
+        # torch.sigmoid, not 1/(1+exp(-z)): the same function, but exp overflows (inf/inf = NaN
+        # in the backward) for the large attributions of an ImageNet model
+        mask = torch.sigmoid(w * (g - sigma))
         _, cam2 = grad_cam(model, layer, mask[None] * img, cls)
         a, b = _standardise(cam), _standardise(cam2)
         va, vb = a - a.mean(), b - b.mean()
