@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "cli.serve",
     "cli.worker",
     "cli.analyze",
+    "cli.evaluate",
     "cli.train",
     "cli.synth",
     "cli.experiment",

@@ -19,7 +19,7 @@ from typing import Any
 
 # Flags that override TrainConfig fields: (flag, field, type, help).
 _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
-    ("--arch", "arch", str, "resnet18 | resnet34 | resnet50"),
+    ("--arch", "arch", str, "efficientnet_lite0|1|2 | resnet18 | resnet34 | resnet50"),
     ("--mode", "mode", str, "supervised | unsupervised | alternating | combined"),
     ("--epochs", "epochs", int, "number of epochs"),
     ("--lr", "lr", float, "Adam learning rate"),
@@ -36,7 +36,8 @@ _OVERRIDES: tuple[tuple[str, str, type, str], ...] = (
     ("--init-weights", "init_weights", str, "checkpoint / state dict / torchvision weights name"),
 )
 _CHOICES: dict[str, tuple[str, ...]] = {
-    "arch": ("resnet18", "resnet34", "resnet50"),
+    "arch": ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2",
+             "resnet18", "resnet34", "resnet50"),
     "mode": ("supervised", "unsupervised", "alternating", "combined"),
     "second": ("guided_backprop", "integrated_gradients"),
 }
@@ -64,7 +65,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--frames", type=Path,
                         help="frame folders: DIR/train, DIR/val[, DIR/unlabeled]")
     source.add_argument("--frameset", type=Path, help="a saved FrameSet (.safetensors): labeled")
-    source.add_argument("--recipe", help="run a lab recipe (e.g. 'default') into --out")
+    source.add_argument("--recipe", help="run a recipe into --out: 'default' (generated rooms) or "
+                        "'real' (ImageNet EfficientNet-Lite0 on real footage; needs --data)")
+    p.add_argument("--data", type=Path,
+                   help="real-data root for --recipe real (upfall-s1/, gmdcsa24/, coco128-person/)")
+    p.add_argument("--split", choices=("trial", "camera"), default="trial",
+                   help="--recipe real: hold out UP-Fall T3 (trial) or Cam2 (camera)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--unlabeled", type=Path, help="unlabeled frames: FrameSet file or image folder")
     p.add_argument("--val", type=Path, help="validation frames: FrameSet file or split folder")
     p.add_argument("--frame-size", type=int, help="resize folder images to this square size")
@@ -88,6 +95,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Entry point of ``vigil train``."""
+    if args.threads is not None:
+        import torch
+
+        torch.set_num_threads(max(1, args.threads))
+    if args.recipe == "real":
+        return _run_real(args)
     if args.recipe:
         from lab.recipes import run_recipe  # owned by the lab package; imported only here
 
@@ -103,6 +116,29 @@ def run(args: argparse.Namespace) -> int:
     if baseline_epochs is None:
         baseline_epochs = 4 if args.generated else 0
     return train_and_report(fields, labeled, unlabeled, val, args, baseline_epochs)
+
+
+def _run_real(args: argparse.Namespace) -> int:
+    from lab.real_recipe import run_real_recipe
+
+    if args.data is None:
+        raise SystemExit("--recipe real needs --data DIR (the real-data root, e.g. "
+                         "../shared/data/real)")
+    logging.getLogger("lab.real_recipe").setLevel(logging.INFO)
+    logging.getLogger("model.train").setLevel(logging.INFO)
+    if not logging.getLogger().handlers:
+        logging.basicConfig(format="%(message)s")
+    overrides = {field: getattr(args, field) for _, field, _, _ in _OVERRIDES
+                 if getattr(args, field) is not None}
+    try:
+        path = run_real_recipe(args.data, args.out, split=args.split, progress=args.progress,
+                               overrides=overrides)
+    except FileNotFoundError as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"checkpoint: {path}")
+    print(f"held-out labels: {args.out / 'heldout-labels.csv'} (vigil evaluate {path} --labels "
+          f"{args.out / 'heldout-labels.csv'} --data-root {args.data})")
+    return 0
 
 
 def config_fields(args: argparse.Namespace, classes: tuple[str, ...]) -> dict[str, Any]:
