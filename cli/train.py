@@ -72,6 +72,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--split", choices=("trial", "camera"), default="trial",
                    help="--recipe real: hold out UP-Fall T3 (trial) or Cam2 (camera)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--labels", type=Path,
+                        help="interval labels (clip,label,start_s,end_s) of clips under "
+                             "--data-root; settings of --recipe (default 'real')")
+    p.add_argument("--data-root", type=Path, help="folder the clips of --labels are relative to")
+    p.add_argument("--val-labels", type=Path,
+                   help="validation clips' labels (default: 20%% of the --labels clips)")
+    p.add_argument("--images", type=Path, action="append", default=[],
+                   help="a YOLO-layout image set with person boxes (repeatable)")
+    p.add_argument("--unlabeled-videos", type=Path,
+                   help="a folder of videos: unlabeled frames for ATCON (1 frame/s)")
     p.add_argument("--unlabeled", type=Path, help="unlabeled frames: FrameSet file or image folder")
     p.add_argument("--val", type=Path, help="validation frames: FrameSet file or split folder")
     p.add_argument("--frame-size", type=int, help="resize folder images to this square size")
@@ -99,6 +109,8 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(max(1, args.threads))
+    if args.labels is not None:
+        return _run_labels(args)
     if args.recipe == "real":
         return _run_real(args)
     if args.recipe:
@@ -139,6 +151,37 @@ def _run_real(args: argparse.Namespace) -> int:
     print(f"held-out labels: {args.out / 'heldout-labels.csv'} (vigil evaluate {path} --labels "
           f"{args.out / 'heldout-labels.csv'} --data-root {args.data})")
     return 0
+
+
+def _run_labels(args: argparse.Namespace) -> int:
+    """``vigil train --labels CSV --data-root DIR``: the recipe's settings on the user's clips."""
+    from lab.real_recipe import FRAME_SIZE, REAL_TRAIN_CONFIG, unlabeled_frames, user_sets
+
+    if args.data_root is None:
+        raise SystemExit("--labels needs --data-root DIR (the folder its clips are relative to)")
+    if args.recipe not in (None, "real"):
+        raise SystemExit("--labels composes with --recipe real only")
+    cache = args.out / "frame-cache"
+    try:
+        labeled, val, classes, lists = user_sets(
+            args.labels, args.data_root, val_labels=args.val_labels, images=args.images,
+            val_fraction=0.2, seed=args.seed or 0, size=FRAME_SIZE, cache_dir=cache)
+        unlabeled = None
+        if args.unlabeled_videos is not None:
+            unlabeled = unlabeled_frames(args.unlabeled_videos, classes, size=FRAME_SIZE,
+                                         cache_dir=cache)
+    except (FileNotFoundError, ValueError) as exc:
+        raise SystemExit(str(exc)) from None
+    print(f"clips: {len(lists['train'])} train, {len(lists['val'])} validation; frames: "
+          f"{len(labeled)} labeled (rare classes oversampled), {len(val)} validation"
+          + (f", {len(unlabeled)} unlabeled" if unlabeled is not None else ""))
+    fields = {**REAL_TRAIN_CONFIG}
+    if args.config is not None:
+        fields.update(read_config_file(args.config))
+    fields.update(config_fields(args, classes))
+    fields["classes"] = list(classes)
+    baseline = args.baseline_epochs or 0
+    return train_and_report(fields, labeled, unlabeled, val, args, baseline)
 
 
 def config_fields(args: argparse.Namespace, classes: tuple[str, ...]) -> dict[str, Any]:
@@ -217,7 +260,8 @@ def train_and_report(fields: dict[str, Any], labeled, unlabeled, val, args: argp
         base = TrainConfig.model_validate(base.model_dump())
         print(f"== baseline: supervised, {baseline_epochs} epochs, batch-norm training")
         result = train(base, labeled, None, val, out_dir=args.out / "baseline",
-                       progress=args.progress, resume=args.resume, on_epoch=_print_epoch)
+                       progress=args.progress, resume=args.resume, on_epoch=_print_epoch,
+                       on_plan=_print_plan)
         runs.append(("baseline", result))
         config = TrainConfig.model_validate(
             {**config.model_dump(), "init_weights": str(result.best_checkpoint)}
@@ -225,10 +269,19 @@ def train_and_report(fields: dict[str, Any], labeled, unlabeled, val, args: argp
     print(f"== {config.mode}: {config.epochs} epochs, freeze_bn={config.freeze_bn}, "
           f"second={config.second}")
     result = train(config, labeled, unlabeled, val, out_dir=args.out, progress=args.progress,
-                   resume=args.resume, on_epoch=_print_epoch)
+                   resume=args.resume, on_epoch=_print_epoch, on_plan=_print_plan)
     runs.append((config.mode, result))
     _print_summary(runs)
     return 0
+
+
+def _print_plan(steps: int, seconds_per_step: float | None) -> None:
+    if seconds_per_step is None:
+        print(f"{steps} steps", flush=True)
+        return
+    minutes = steps * seconds_per_step / 60
+    print(f"{steps} steps; about {minutes:.0f} min at {seconds_per_step:.2f} s per labeled step "
+          "(one step timed now; validation adds to it)", flush=True)
 
 
 def _fmt(value: float | None) -> str:

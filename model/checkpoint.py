@@ -13,7 +13,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -29,11 +29,24 @@ FORMAT_VERSION = 1
 
 
 class LabelThresholds(BaseModel):
-    """Hysteresis thresholds for one label: an event opens at ``on`` and closes below ``off``."""
+    """How one label's frame scores become events.
+
+    Hysteresis: an event opens at ``on`` and closes below ``off``. ``min_length_s`` and
+    ``merge_gap_s`` override the analysis-wide values for this label (a fall lasts 0.3-1 s: a
+    1 s minimum would never let ``falling`` through). ``clamped`` says that the validation rule
+    wanted a threshold outside its allowed range and ``on`` sits on the bound. A label that is not
+    ``reliable`` (validation AP below the training rule's minimum) is scored but never segmented
+    into events: it raises no alert.
+    """
 
     model_config = ConfigDict(extra="forbid")
     on: float = Field(default=0.5, ge=0.0, le=1.0)
     off: float = Field(default=0.4, ge=0.0, le=1.0)
+    min_length_s: float | None = Field(default=None, ge=0.0)
+    merge_gap_s: float | None = Field(default=None, ge=0.0)
+    clamped: Literal["on_min", "on_max"] | None = None
+    reliable: bool = True
+    val_ap: float | None = Field(default=None, ge=0.0, le=1.0)
 
 
 class CheckpointMeta(BaseModel):
@@ -68,6 +81,10 @@ class CheckpointMeta(BaseModel):
     def thresholds_for(self, label: str) -> LabelThresholds:
         """Thresholds of ``label`` (defaults when the checkpoint does not set them)."""
         return self.thresholds.get(label, LabelThresholds())
+
+    def event_thresholds(self) -> dict[str, LabelThresholds]:
+        """Thresholds of the labels that are segmented into events (the reliable ones)."""
+        return {c: t for c in self.classes if (t := self.thresholds_for(c)).reliable}
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,15 @@ rule here is robust instead:
    the threshold and ``off`` stays well above zero.
 
 A class without positive validation frames gets ``default_on`` (clipped the same way).
+
+Each label also gets:
+
+- ``clamped`` when step 4 moved ``on`` (the validation data wanted a threshold outside the sane
+  range; the model card shows it);
+- ``val_ap`` and ``reliable = val_ap >= min_alert_ap``: a label whose validation AP is too low
+  to alert on is scored but raises no events (and no alerts), and says so in the registry;
+- its event timing from ``timing``: a fall lasts 0.3-1 s, so ``falling`` keeps events of any
+  length, while states such as ``fallen`` need a second.
 """
 
 from __future__ import annotations
@@ -25,10 +34,19 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from model.checkpoint import LabelThresholds
-from model.metrics import f1_curve
+from model.metrics import ap_per_class, f1_curve
 
 # 0.01 .. 0.99: fine enough that the midpoint of a gap is found to within 0.005.
 GRID = torch.arange(1, 100, dtype=torch.float64) / 100
+
+
+class LabelTiming(BaseModel):
+    """Minimum event length and merge gap of one label, in seconds."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    min_length_s: float | None = Field(default=None, ge=0)
+    merge_gap_s: float | None = Field(default=None, ge=0)
 
 
 class EventThresholdRule(BaseModel):
@@ -43,6 +61,17 @@ class EventThresholdRule(BaseModel):
     on_max: float = Field(default=0.9, gt=0, lt=1, description="Highest `on` threshold.")
     off_ratio: float = Field(default=0.8, gt=0, lt=1, description="`off` = off_ratio x `on`.")
     default_on: float = Field(default=0.5, gt=0, lt=1, description="`on` without positives.")
+    min_alert_ap: float = Field(
+        default=0.5, ge=0, le=1,
+        description="Validation AP below which a label is unreliable and raises no events.",
+    )
+    timing: dict[str, LabelTiming] = Field(
+        default_factory=lambda: {
+            "falling": LabelTiming(min_length_s=0.0, merge_gap_s=0.5),
+            "fallen": LabelTiming(min_length_s=1.0, merge_gap_s=1.0),
+        },
+        description="Per-label minimum event length and merge gap (others: the analysis's).",
+    )
 
     @model_validator(mode="after")
     def _ordered(self) -> EventThresholdRule:
@@ -99,15 +128,26 @@ def event_thresholds(
         raise ValueError(f"scores must be (N,{len(classes)}); got {tuple(scores.shape)}")
     f1 = f1_curve(scores, targets, GRID)  # (K,C)
     has_positive = (targets.detach().cpu() > 0.5).any(0)
+    aps = ap_per_class(scores.detach().cpu().float(), targets.detach().cpu().float())
     out: dict[str, LabelThresholds] = {}
     for c, name in enumerate(classes):
         if has_positive[c]:
-            on = widest_plateau_midpoint(f1[:, c], GRID, rule.f1_tolerance)
+            wanted = widest_plateau_midpoint(f1[:, c], GRID, rule.f1_tolerance)
         else:
-            on = rule.default_on
-        on = round(min(max(on, rule.on_min), rule.on_max), 4)
-        out[name] = LabelThresholds(on=on, off=round(rule.off_ratio * on, 4))
+            wanted = rule.default_on
+        on = round(min(max(wanted, rule.on_min), rule.on_max), 4)
+        clamped = "on_min" if wanted < rule.on_min else "on_max" if wanted > rule.on_max else None
+        ap = float(aps[c]) if has_positive[c] and torch.isfinite(aps[c]) else None
+        timing = rule.timing.get(name, LabelTiming())
+        out[name] = LabelThresholds(
+            on=on, off=round(rule.off_ratio * on, 4), clamped=clamped,
+            val_ap=None if ap is None else round(ap, 4),
+            reliable=ap is not None and ap >= rule.min_alert_ap,
+            min_length_s=timing.min_length_s, merge_gap_s=timing.merge_gap_s,
+        )
     return out
 
 
-__all__ = ["GRID", "EventThresholdRule", "event_thresholds", "widest_plateau_midpoint"]
+__all__ = [
+    "GRID", "EventThresholdRule", "LabelTiming", "event_thresholds", "widest_plateau_midpoint",
+]

@@ -32,6 +32,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from model.atcon import consistency_loss
+from model.augment import AugmentConfig, augment_batch
 from model.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -105,6 +106,14 @@ class TrainConfig(BaseModel):
     cam_fraction: float = Field(
         default=0.5, gt=0, le=1, description="Grad-CAM threshold (fraction of max) for boxes."
     )
+    augment: AugmentConfig | None = Field(
+        default=None, description="Camera-shift augmentation of labeled frames (None: off)."
+    )
+    frozen_prefixes: list[str] = Field(
+        default_factory=list,
+        description="Parameters whose names start with one of these stay fixed (e.g. the early "
+                    "stages of an ImageNet backbone: 'features.0.', 'features.1.').",
+    )
     threshold_rule: EventThresholdRule = Field(
         default_factory=EventThresholdRule,
         description="How the checkpoint's per-class event thresholds are chosen on validation.",
@@ -140,6 +149,7 @@ def train(
     resume: bool = True,
     on_epoch: Callable[[EpochMetrics], None] | None = None,
     on_progress: Callable[[float], None] | None = None,
+    on_plan: Callable[[int, float | None], None] | None = None,
 ) -> TrainResult:
     """Train a detector as ``config`` says; return the best checkpoint and the history.
 
@@ -153,6 +163,9 @@ def train(
         resume: continue from ``out_dir/last.safetensors`` when it exists.
         on_epoch: called with each epoch's metrics (after the state is saved).
         on_progress: called with the fraction of steps done, in ``[0, 1]``.
+        on_plan: called once before training with the number of steps left and the measured
+            seconds of one labeled step (timed on a copy of the model; ``None`` when no step is
+            left or the mode has no labeled steps), so that a caller can print an estimate.
     """
     _check_inputs(config, labeled, unlabeled, val)
     out_dir = Path(out_dir)
@@ -161,6 +174,7 @@ def train(
     pool = unlabeled if unlabeled is not None else labeled.unlabeled()
     torch.manual_seed(config.seed)
     model, parent_version = _build_model(config)
+    freeze_parameters(model, config.frozen_prefixes)
     model.to(device)
     if config.channels_last:
         model.to(memory_format=torch.channels_last)
@@ -173,6 +187,11 @@ def train(
         state = _resume(last_path, model, optimizer, config)
     run = _Run(config, model, optimizer, labeled, pool, val, device, out_dir, state)
     total = config.epochs * run.steps_per_epoch()
+    left = total - state.epoch * run.steps_per_epoch()
+    logger.info("training: %d epochs x %d steps = %d steps (%d left)", config.epochs,
+                run.steps_per_epoch(), total, left)
+    if on_plan is not None:
+        on_plan(left, run.time_labeled_step() if left > 0 and len(labeled) else None)
     bar = tqdm(total=total, initial=state.epoch * run.steps_per_epoch(), disable=not progress,
                desc="train", unit="step", dynamic_ncols=True)
     try:
@@ -190,6 +209,21 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def freeze_parameters(model: nn.Module, prefixes: list[str]) -> int:
+    """Stop the gradient of every parameter whose name starts with one of ``prefixes``;
+    returns how many tensors were frozen. Raises ``ValueError`` when a prefix matches nothing
+    (a typo would otherwise train the whole network silently)."""
+    frozen = 0
+    for prefix in prefixes:
+        matched = [p for name, p in model.named_parameters() if name.startswith(prefix)]
+        if not matched:
+            raise ValueError(f"frozen prefix {prefix!r} matches no parameter of the model")
+        for param in matched:
+            param.requires_grad_(False)
+        frozen += len(matched)
+    return frozen
 
 
 def set_train_mode(model: nn.Module, freeze_bn: bool) -> None:
@@ -221,12 +255,29 @@ class _Run:
     def steps_per_epoch(self) -> int:
         return steps_per_epoch(self.config, len(self.labeled), len(self.pool))
 
+    def time_labeled_step(self) -> float:
+        """Seconds of one labeled step (augmentation, forward, backward) on a copy of the model,
+        so that the run itself is unchanged."""
+        import copy
+
+        twin = copy.deepcopy(self.model)
+        set_train_mode(twin, self.config.freeze_bn)
+        frames = self.labeled.frames[: self.config.batch_size]
+        started = time.perf_counter()
+        if self.config.augment is not None:
+            frames = augment_batch(frames, self.config.input_size, self.config.augment,
+                                   torch.Generator().manual_seed(0))
+        x = prepare(frames, self.preprocessing, self.device, self.config.channels_last)
+        twin(x).sum().backward()
+        return time.perf_counter() - started
+
     def epoch(self, epoch: int, bar: tqdm, on_progress: Callable[[float], None] | None,
               total: int) -> EpochMetrics:
         """Train one epoch, validate, keep the best, save the state; returns the metrics."""
         started = time.perf_counter()
         # Each epoch's sampling depends only on (seed, epoch): a resumed run draws the same batches.
         gen = torch.Generator().manual_seed(self.config.seed * 1_000_003 + epoch)
+        self.augment_gen = torch.Generator().manual_seed(self.config.seed * 7_919 + epoch)
         kinds = step_kinds(self.config, len(self.labeled), len(self.pool), gen)
         lab = BatchCycler(len(self.labeled), self.config.batch_size, gen)
         unl = BatchCycler(len(self.pool), self.config.unlabeled_batch_size, gen)
@@ -273,8 +324,10 @@ class _Run:
         values: dict[str, float] = {}
         if kind in ("labeled", "combined"):
             idx = lab.next()
-            x = prepare(self.labeled.frames[idx], self.preprocessing, self.device,
-                        cfg.channels_last)
+            frames = self.labeled.frames[idx]
+            if cfg.augment is not None:
+                frames = augment_batch(frames, cfg.input_size, cfg.augment, self.augment_gen)
+            x = prepare(frames, self.preprocessing, self.device, cfg.channels_last)
             bce = F.binary_cross_entropy_with_logits(
                 self.model(x), self.labeled.targets[idx].to(self.device)
             )
@@ -405,6 +458,7 @@ __all__ = [
     "SecondMethod",
     "TrainConfig",
     "TrainResult",
+    "freeze_parameters",
     "resolve_device",
     "set_train_mode",
     "step_kinds",

@@ -211,10 +211,17 @@ class Label(_Record):
 
 
 class Thresholds(_Record):
-    """Hysteresis thresholds of one label: an event opens at ``on``, closes below ``off``."""
+    """How one label's scores become events (``model.checkpoint.LabelThresholds``): an event
+    opens at ``on`` and closes below ``off``; per-label minimum length and merge gap; whether
+    ``on`` sits on a clamp bound; an unreliable label raises no events."""
 
     on: Score
     off: Score
+    min_length_s: float | None = None
+    merge_gap_s: float | None = None
+    clamped: Literal["on_min", "on_max"] | None = None
+    reliable: bool = True
+    val_ap: float | None = None
 
 
 class ModelVersion(_Record):

@@ -19,12 +19,16 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 
 class Thresholds(Protocol):
-    """Anything with hysteresis thresholds (e.g. ``model.checkpoint.LabelThresholds``)."""
+    """Anything with hysteresis thresholds (e.g. ``model.checkpoint.LabelThresholds``).
+
+    An object that also has ``min_length_s`` / ``merge_gap_s`` attributes that are not ``None``
+    overrides the call's values for its label.
+    """
 
     @property
     def on(self) -> float: ...
@@ -125,9 +129,23 @@ def detect_events(
 def _label_events(
     label: str, times: list[float], values: list[float], limits: Thresholds, params: EventParams
 ) -> list[Event]:
+    params = label_params(params, limits)
     runs = _merge(_hysteresis_runs(times, values, limits, params.hole_s), times, params)
     events = [_summarise(label, times, values, first, last, params) for first, last in runs]
     return [e for e in events if e.duration_s >= params.min_length_s - 1e-9]
+
+
+def label_params(params: EventParams, limits: Thresholds) -> EventParams:
+    """``params`` with the label's own ``min_length_s`` / ``merge_gap_s``, where it has them."""
+    min_length = getattr(limits, "min_length_s", None)
+    merge_gap = getattr(limits, "merge_gap_s", None)
+    if min_length is None and merge_gap is None:
+        return params
+    return replace(
+        params,
+        min_length_s=params.min_length_s if min_length is None else float(min_length),
+        merge_gap_s=params.merge_gap_s if merge_gap is None else float(merge_gap),
+    )
 
 
 def _hysteresis_runs(
@@ -187,4 +205,4 @@ def _summarise(
     )
 
 
-__all__ = ["Event", "EventParams", "Thresholds", "detect_events"]
+__all__ = ["Event", "EventParams", "Thresholds", "detect_events", "label_params"]

@@ -230,7 +230,7 @@ def update_stream_events(
         events=EventParams(
             step_s=step_s, min_length_s=config.min_length_s, merge_gap_s=config.merge_gap_s
         ),
-        thresholds={c: loaded.meta.thresholds_for(c) for c in loaded.meta.classes},
+        thresholds=loaded.meta.event_thresholds(),
     )
     pad = max(600.0, 4 * params.reach_s)
     while True:

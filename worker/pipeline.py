@@ -198,7 +198,7 @@ def analyze_source(
     found = detect_events(
         scored.t_s,
         {label: scored.scores[:, i].tolist() for i, label in enumerate(detector.classes)},
-        {label: loaded.meta.thresholds_for(label) for label in detector.classes},
+        loaded.meta.event_thresholds(),
         step_s=options.step_s,
         min_length_s=options.min_length_s,
         merge_gap_s=options.merge_gap_s,

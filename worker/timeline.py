@@ -49,14 +49,20 @@ class TimelineParams:
     thresholds: Mapping[str, Thresholds]
 
     @property
+    def merge_gap_s(self) -> float:
+        """The largest merge gap of any label (per-label overrides included)."""
+        own = [getattr(t, "merge_gap_s", None) for t in self.thresholds.values()]
+        return max([self.events.merge_gap_s, *(g for g in own if g is not None)])
+
+    @property
     def reach_s(self) -> float:
         """Largest distance between frames across which an event can continue or merge."""
-        return max(self.events.hole_s, self.events.merge_gap_s) + self.events.step_s
+        return max(self.events.hole_s, self.merge_gap_s) + self.events.step_s
 
     @property
     def edge_s(self) -> float:
         """Width of the boundary zone whose activity decides whether a neighbour joins."""
-        return self.events.merge_gap_s + self.events.step_s
+        return self.merge_gap_s + self.events.step_s
 
 
 @dataclass

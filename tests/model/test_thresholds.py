@@ -88,3 +88,27 @@ def test_f1_curve_matches_f1_per_class() -> None:
     curve = f1_curve(scores, targets, GRID)
     for k in (0, 30, 77):
         assert torch.allclose(curve[k], f1_per_class(scores, targets, float(GRID[k])))
+
+
+def test_clamped_thresholds_say_so_and_low_ap_labels_are_unreliable() -> None:
+    high, high_t = _separated((0.0, 0.95), (0.99, 1.0))
+    noise = torch.rand(400, 1, generator=torch.Generator().manual_seed(1))
+    noise_t = (torch.rand(400, 1, generator=torch.Generator().manual_seed(2)) < 0.1).float()
+    scores, targets = torch.cat([high, noise], 1), torch.cat([high_t, noise_t], 1)
+    out = event_thresholds(scores, targets, ["good", "noise"])
+    assert out["good"].clamped == "on_max" and out["good"].reliable
+    assert out["good"].val_ap == pytest.approx(1.0)
+    assert not out["noise"].reliable and out["noise"].val_ap < 0.5
+    mid, mid_t = _separated((0.0, 0.25), (0.75, 1.0))
+    assert event_thresholds(mid, mid_t, ["x"])["x"].clamped is None
+    lenient = EventThresholdRule(min_alert_ap=0.0)
+    assert event_thresholds(scores, targets, ["good", "noise"], lenient)["noise"].reliable
+
+
+def test_falls_keep_short_events_and_states_need_a_second() -> None:
+    scores, targets = _separated((0.0, 0.25), (0.75, 1.0))
+    both = torch.cat([scores, scores, scores], 1), torch.cat([targets, targets, targets], 1)
+    out = event_thresholds(*both, ["falling", "fallen", "person_present"])
+    assert (out["falling"].min_length_s, out["falling"].merge_gap_s) == (0.0, 0.5)
+    assert out["fallen"].min_length_s == 1.0
+    assert out["person_present"].min_length_s is None  # the analysis's own value applies

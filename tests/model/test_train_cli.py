@@ -84,3 +84,38 @@ def test_flag_choices_follow_the_config_types() -> None:
 
     expected = {"arch": ARCHITECTURES, "mode": get_args(Mode), "second": get_args(SecondMethod)}
     assert expected == _CHOICES
+
+
+def test_train_from_interval_labels_with_the_real_recipe_settings(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.support.clips import square_event_frames, write_clip
+
+    rows = ["clip,label,start_s,end_s"]
+    for i in range(4):
+        write_clip(tmp_path / "data" / f"c{i}.mp4", 3.0, fps=5,
+                   frame_fn=square_event_frames([(1.0, 2.0)]))
+        rows += [f"c{i}.mp4,person_present,1.0,2.0", f"c{i}.mp4,falling,1.0,1.4"]
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    write_clip(tmp_path / "unl" / "u.mp4", 2.0, fps=5)
+    out = tmp_path / "run"
+    code = main(["train", "--labels", str(tmp_path / "labels.csv"), "--data-root",
+                 str(tmp_path / "data"), "--unlabeled-videos", str(tmp_path / "unl"),
+                 "--out", str(out), "--input-size", "64", "--epochs", "1",
+                 "--steps-per-epoch", "2", "--batch-size", "4", "--no-progress"])
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "clips: 3 train, 1 validation" in printed and "unlabeled" in printed
+    assert "2 steps; about" in printed  # the estimate before the run
+    meta = read_meta(out / "best.safetensors")
+    assert meta.arch == "efficientnet_lite0" and meta.classes == ["person_present", "falling"]
+    assert meta.training_config["frozen_prefixes"][0] == "features.0."
+    assert meta.training_config["augment"] is not None
+    assert meta.mean == (0.5, 0.5, 0.5)
+    assert meta.thresholds["falling"].min_length_s == 0.0
+
+
+def test_train_from_labels_needs_a_data_root(tmp_path: Path) -> None:
+    (tmp_path / "l.csv").write_text("clip,label,start_s,end_s\n")
+    with pytest.raises(SystemExit, match="--data-root"):
+        main(["train", "--labels", str(tmp_path / "l.csv")])

@@ -137,3 +137,30 @@ def test_properties(scores, on, gap, min_length, merge_gap, seed) -> None:
 
 def _covered(events: list[Event], times: list[float]) -> list[bool]:
     return [any(e.start_s <= t < e.end_s for e in events) for t in times]
+
+
+@dataclass(frozen=True)
+class Timed:
+    on: float
+    off: float
+    min_length_s: float | None = None
+    merge_gap_s: float | None = None
+
+
+def test_per_label_minimum_length_and_merge_gap_override_the_call() -> None:
+    # a half-second fall between two states: with the call's 1 s minimum it would vanish
+    scores = [0.1, 0.1, 0.9, 0.1, 0.1, 0.1]
+    times = grid(len(scores))
+    plain = detect_events(times, {"fall": scores}, TH, step_s=STEP, min_length_s=1.0)
+    assert plain == []
+    own = {"fall": Timed(on=0.6, off=0.4, min_length_s=0.0)}
+    kept = detect_events(times, {"fall": scores}, own, step_s=STEP, min_length_s=1.0)
+    assert [(e.start_s, e.end_s) for e in kept] == [(1.0, 1.5)]
+    # its own merge gap: two fall frames 1 s apart stay two events with a 0.5 s gap
+    twice = [0.9, 0.1, 0.1, 0.9]
+    own_gap = {"fall": Timed(on=0.6, off=0.4, min_length_s=0.0, merge_gap_s=0.5)}
+    split = detect_events(grid(4), {"fall": twice}, own_gap, step_s=STEP, merge_gap_s=2.0)
+    assert len(split) == 2
+    merged = detect_events(grid(4), {"fall": twice}, {"fall": Timed(0.6, 0.4, 0.0)},
+                           step_s=STEP, merge_gap_s=2.0)
+    assert len(merged) == 1

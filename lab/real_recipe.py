@@ -1,0 +1,224 @@
+"""The real-data recipe: ImageNet EfficientNet-Lite0 fine-tuned on real labeled footage.
+
+``vigil train --recipe real --data ../shared/data/real [--split trial|camera]`` reads, from the
+data root (see its README for sources and licences):
+
+- ``upfall-s1/labels.csv``: UP-Fall subject 1, 11 activities x 3 trials x 2 cameras;
+- ``gmdcsa24/labels.csv``: GMDCSA24 home-room clips, subjects 1 and 2;
+- ``coco128-person/``: COCO images with person boxes (YOLO layout).
+
+Splits (nothing of a held-out group is decoded for training, validation or thresholds):
+
+- ``trial`` (default): UP-Fall T1 trains, T2 validates, **T3 is held out**; GMDCSA24 subject 1
+  trains, **subject 2 is held out**; COCO images 0-95 train, 96-127 validate;
+- ``camera``: UP-Fall Cam1 T1+T2 train, Cam1 T3 validates, **every Cam2 clip is held out**
+  (leave-camera-out); GMDCSA24 and COCO as in ``trial``.
+
+Training frames: clips at 2 frames/s and at 9 frames/s around falls, COCO persons, the empty room
+of the training cameras (temporal median of the walking clips, A6, in which the subject keeps
+moving), every frame shown through the camera-shift augmentation of :mod:`model.augment`, rare
+classes oversampled. The backbone's stem and first four stages stay frozen (ImageNet features),
+batch-norm statistics stay frozen. The run writes ``OUT/heldout-labels.csv`` (the held-out
+intervals, for ``vigil evaluate``) and ``OUT/recipe.json`` (the split, clip lists and settings).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+
+from lab.datasets import Interval, read_intervals, upfall_trial
+
+logger = logging.getLogger(__name__)
+
+Split = Literal["trial", "camera"]
+CLASSES = ("person_present", "multiple_people", "falling", "fallen")
+FRAME_SIZE = 256  # stored frames; random crops are resized to the input size
+COCO_TRAIN = 96
+# features.0 = stem, 1 = stage 1, 2-3 = stage 2, 4-5 = stage 3, 6-8 = stage 4 (stride 16)
+FROZEN = [f"features.{i}." for i in range(9)]
+
+REAL_TRAIN_CONFIG: dict[str, Any] = {
+    "arch": "efficientnet_lite0",
+    "init_weights": "IMAGENET1K",
+    "input_size": 224,
+    "mode": "supervised",
+    "lr": 5e-4,
+    "weight_decay": 1e-5,
+    "epochs": 6,
+    "steps_per_epoch": 180,
+    "batch_size": 16,
+    "eval_batch_size": 32,
+    "freeze_bn": True,
+    "frozen_prefixes": FROZEN,
+    "augment": {},
+    "val_consistency_frames": 0,
+    "seed": 0,
+}
+
+
+def upfall_camera(clip: str) -> str:
+    """``upfall-s1/A3_S1_T2_Cam1.mp4`` -> ``Cam1``."""
+    return next((p for p in Path(clip).stem.split("_") if p.startswith("Cam")), "")
+
+
+def gmdcsa_subject(clip: str) -> str:
+    """``gmdcsa24/s2-fall-12.mp4`` -> ``s2``."""
+    return Path(clip).stem.split("-")[0]
+
+
+def split_clips(upfall: list[str], gmdcsa: list[str], split: Split) -> dict[str, list[str]]:
+    """``{"train": [...], "val": [...], "test": [...]}`` clip lists of ``split``."""
+    gmd_train = [c for c in gmdcsa if gmdcsa_subject(c) == "s1"]
+    gmd_test = [c for c in gmdcsa if gmdcsa_subject(c) != "s1"]
+    if split == "trial":
+        train = [c for c in upfall if upfall_trial(c) == "T1"]
+        val = [c for c in upfall if upfall_trial(c) == "T2"]
+        test = [c for c in upfall if upfall_trial(c) == "T3"]
+    elif split == "camera":
+        cam1 = [c for c in upfall if upfall_camera(c) == "Cam1"]
+        train = [c for c in cam1 if upfall_trial(c) in ("T1", "T2")]
+        val = [c for c in cam1 if upfall_trial(c) == "T3"]
+        test = [c for c in upfall if upfall_camera(c) != "Cam1"]
+    else:
+        raise ValueError(f"unknown split {split!r}; choose 'trial' or 'camera'")
+    return {"train": train + gmd_train, "val": val, "test": test + gmd_test}
+
+
+def _clips(intervals: list[Interval]) -> list[str]:
+    return sorted(dict.fromkeys(iv.clip for iv in intervals))
+
+
+def write_intervals(path: Path, intervals: list[Interval]) -> None:
+    """The project's label CSV (``clip,label,start_s,end_s``)."""
+    with path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["clip", "label", "start_s", "end_s"])
+        for iv in intervals:
+            writer.writerow([iv.clip, iv.label, f"{iv.start_s:.3f}", f"{iv.end_s:.3f}"])
+
+
+def build_sets(data: Path, split: Split, size: int, cache_dir: Path | None):
+    """``(labeled, val, clip lists, held-out intervals)`` of the recipe."""
+    from lab.realdata import median_backgrounds, oversample, sample_labeled_clips
+    from lab.realdata import yolo_person_frameset as yolo
+    from model.data import FrameSet
+
+    upfall_iv = read_intervals(data / "upfall-s1" / "labels.csv")
+    gmd_iv = read_intervals(data / "gmdcsa24" / "labels.csv")
+    intervals = upfall_iv + gmd_iv
+    lists = split_clips(_clips(upfall_iv), _clips(gmd_iv), split)
+
+    def clips(names: list[str]) -> FrameSet:
+        return sample_labeled_clips(data, intervals, names, CLASSES, size=size,
+                                    cache_dir=cache_dir).frames
+
+    coco_root = data / "coco128-person"
+    images = sorted(p.name for p in (coco_root / "images" / "train").iterdir())
+    coco_train, _ = yolo(coco_root, CLASSES, size=size, images=images[:COCO_TRAIN])
+    coco_val, _ = yolo(coco_root, CLASSES, size=size, images=images[COCO_TRAIN:])
+    walking = [c for c in lists["train"] if Path(c).stem.startswith("A6_")
+               and upfall_camera(c) == "Cam1"]
+    rooms = median_backgrounds(data, walking, CLASSES, size=size, cache_dir=cache_dir)
+    # no boxes on clip frames: drop COCO's so that every part concatenates
+    coco_train = FrameSet(coco_train.frames, coco_train.targets, CLASSES)
+    labeled = FrameSet.concat([clips(lists["train"]), coco_train, rooms])
+    labeled = labeled.subset(oversample(labeled.targets))
+    val = FrameSet.concat([clips(lists["val"]),
+                           FrameSet(coco_val.frames, coco_val.targets, CLASSES)])
+    test = set(lists["test"])
+    held_out = [iv for iv in intervals if iv.clip in test]
+    return labeled, val, lists, held_out
+
+
+def video_files(folder: str | Path) -> list[Path]:
+    """Video files of ``folder`` (recursively), sorted."""
+    suffixes = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".ts", ".m4v"}
+    return sorted(p for p in Path(folder).rglob("*") if p.suffix.lower() in suffixes)
+
+
+def unlabeled_frames(folder: str | Path, classes: tuple[str, ...], *, size: int,
+                     fps: float = 1.0, cache_dir: Path | None = None):
+    """Every video of ``folder`` sampled at ``fps``: an unlabeled pool for ATCON."""
+    from lab.datasets import _decoded
+    from model.data import FrameSet
+
+    files = video_files(folder)
+    if not files:
+        raise FileNotFoundError(f"no videos in {folder}")
+    frames = [_decoded(f.parent, f.name, fps, size, cache_dir)[0] for f in files]
+    stacked = torch.cat(frames)
+    return FrameSet(stacked, torch.zeros(len(stacked), len(classes)), classes)
+
+
+def user_sets(labels: Path, data_root: Path, *, val_labels: Path | None, images: list[Path],
+              val_fraction: float, seed: int, size: int, cache_dir: Path | None):
+    """``(labeled, val, classes, clip lists)`` from a user's interval labels (and image sets).
+
+    Validation: the clips of ``val_labels``, or a seeded ``val_fraction`` of the labeled clips
+    (whole clips, never frames of one clip on both sides)."""
+    from lab.datasets import split_clips as random_split
+    from lab.realdata import oversample, sample_labeled_clips
+    from lab.realdata import yolo_person_frameset as yolo
+    from model.data import FrameSet
+
+    intervals = read_intervals(labels)
+    if not intervals:
+        raise ValueError(f"{labels}: no intervals")
+    val_iv = read_intervals(val_labels) if val_labels is not None else []
+    classes = tuple(dict.fromkeys(iv.label for iv in intervals + val_iv))
+    clips = _clips(intervals)
+    for clip in clips + _clips(val_iv):
+        if not (data_root / clip).is_file():
+            raise FileNotFoundError(f"{data_root / clip} (named in the labels) not found")
+    if val_labels is not None:
+        train_clips, val_clips = clips, _clips(val_iv)
+    else:
+        n_val = max(1, round(val_fraction * len(clips)))
+        if n_val >= len(clips):
+            raise ValueError("need at least two labeled clips to hold some out for validation")
+        val_clips, train_clips = random_split(clips, n_val, seed=seed)
+    everything = intervals + val_iv
+    train_parts = [sample_labeled_clips(data_root, everything, train_clips, classes, size=size,
+                                        cache_dir=cache_dir).frames]
+    for folder in images:
+        data, _ = yolo(folder, classes, size=size)
+        train_parts.append(FrameSet(data.frames, data.targets, classes))
+    labeled = FrameSet.concat(train_parts)
+    labeled = labeled.subset(oversample(labeled.targets))
+    val = sample_labeled_clips(data_root, everything, val_clips, classes, size=size,
+                               cache_dir=cache_dir).frames
+    return labeled, val, classes, {"train": train_clips, "val": val_clips}
+
+
+def run_real_recipe(data: str | Path, out_dir: str | Path, *, split: Split = "trial",
+                    progress: bool = True, overrides: dict[str, Any] | None = None) -> Path:
+    """Train the real-data detector into ``out_dir``; returns ``OUT/train/best.safetensors``."""
+    from model.train import TrainConfig, train
+
+    data, out = Path(data), Path(out_dir)
+    for needed in ("upfall-s1/labels.csv", "gmdcsa24/labels.csv", "coco128-person/images"):
+        if not (data / needed).exists():
+            raise FileNotFoundError(f"{data / needed} not found: --data must be the real-data root")
+    out.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig.model_validate(
+        {**REAL_TRAIN_CONFIG, **(overrides or {}), "classes": list(CLASSES)})
+    labeled, val, lists, held_out = build_sets(data, split, FRAME_SIZE, out / "frame-cache")
+    write_intervals(out / "heldout-labels.csv", held_out)
+    (out / "recipe.json").write_text(json.dumps({
+        "recipe": "real", "split": split, "clips": lists, "labeled_frames": len(labeled),
+        "val_frames": len(val), "train_config": config.model_dump(mode="json"),
+    }, indent=2) + "\n")
+    logger.info("real recipe (%s split): %d labeled frames (oversampled), %d validation frames",
+                split, len(labeled), len(val))
+    result = train(config, labeled, None, val, out_dir=out / "train", progress=progress,
+                   resume=True)
+    return result.best_checkpoint
+
+
+__all__ = ["CLASSES", "REAL_TRAIN_CONFIG", "run_real_recipe", "split_clips"]
