@@ -3,6 +3,8 @@
 Run (CPU, the issue's setting)::
 
     .venv/bin/python benchmarks/bench_attention.py --out bench-attention.json
+    .venv/bin/python benchmarks/bench_attention.py --arch efficientnet_lite0 \
+        --out bench-attention-lite0.json
 
 GPU run::
 
@@ -109,11 +111,19 @@ def _interleaved(
     }
 
 
+def _detector(args: argparse.Namespace, reflect_padding: bool = False) -> nn.Module:
+    """The benchmarked architecture; EfficientNet-Lite with its ImageNet weights (its random
+    initialisation has near-zero gradients, which would make the maps degenerate)."""
+    weights = "IMAGENET1K" if args.arch.startswith("efficientnet") else None
+    return build_detector(args.arch, args.classes, weights=weights, input_size=args.size,
+                          reflect_padding=reflect_padding)
+
+
 def bench_grad_cam(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     from pytorch_grad_cam import GradCAM
 
     torch.manual_seed(0)
-    model = build_detector("resnet18", args.classes).to(device).eval()
+    model = _detector(args).to(device).eval()
     layer = gradcam_layer(model)
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     oracle_model = copy.deepcopy(model)
@@ -141,7 +151,7 @@ def bench_grad_cam(args: argparse.Namespace, device: torch.device) -> dict[str, 
 
 def bench_atcon_step(args: argparse.Namespace, device: torch.device) -> dict[str, float]:
     torch.manual_seed(0)
-    base = build_detector("resnet18", args.classes, reflect_padding=True).to(device).eval()
+    base = _detector(args, reflect_padding=True).to(device).eval()
     x = torch.randn(args.batch, 3, args.size, args.size, device=device)
     models = {"ours": base, "loop": copy.deepcopy(base)}
     optims = {k: torch.optim.Adam(m.parameters(), lr=1e-9) for k, m in models.items()}
@@ -195,6 +205,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--arch", default="resnet18",
+                        help="resnet18 (the earlier figures) or efficientnet_lite0 (the default "
+                             "detector's)")
     parser.add_argument("--classes", type=int, default=5)
     parser.add_argument("--rounds", type=int, default=7, help="Grad-CAM timing rounds")
     parser.add_argument("--step-rounds", type=int, default=3, help="ATCON step timing rounds")
@@ -210,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
     cam = bench_grad_cam(args, device)
     step = bench_atcon_step(args, device)
     result = {
-        "setting": {"arch": "resnet18", "device": str(device), "batch": args.batch,
+        "setting": {"arch": args.arch, "device": str(device), "batch": args.batch,
                     "size": args.size, "threads": torch.get_num_threads(),
                     "settle": args.settle,
                     "torch": torch.__version__, "machine": platform.processor() or
@@ -256,7 +269,7 @@ def _print_table(result: dict) -> None:
          f"{step['speedup_vs_loop']:.2f}x / {step['cpu_speedup_vs_loop']:.2f}x the loop "
          "(target >= 2.5 CPU, >= 10 GPU)"),
     ]
-    print(f"resnet18, {s['size']}x{s['size']}, batch {s['batch']}, {s['device']}, "
+    print(f"{s['arch']}, {s['size']}x{s['size']}, batch {s['batch']}, {s['device']}, "
           f"{s['threads']} threads, torch {s['torch']}")
     print(f"  same ATCON step checked first (float64, 2 images): loss rel diff "
           f"{step['check_loss_rel_diff']:.1e}, "

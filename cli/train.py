@@ -65,8 +65,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     source.add_argument("--frames", type=Path,
                         help="frame folders: DIR/train, DIR/val[, DIR/unlabeled]")
     source.add_argument("--frameset", type=Path, help="a saved FrameSet (.safetensors): labeled")
-    source.add_argument("--recipe", help="run a recipe into --out: 'default' (generated rooms) or "
-                        "'real' (ImageNet EfficientNet-Lite0 on real footage; needs --data)")
+    source.add_argument("--recipe", help="run a recipe into --out: 'real' (ImageNet "
+                        "EfficientNet-Lite0 on real footage; needs --data), 'shipped' (the "
+                        "default detector, from shippable data; needs --data) or 'generated' "
+                        "(ResNet-18 from scratch on generated rooms, the old default)")
     p.add_argument("--data", type=Path,
                    help="real-data root for --recipe real (upfall-s1/, gmdcsa24/, coco128-person/)")
     p.add_argument("--split", choices=("trial", "camera"), default="trial",
@@ -111,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(max(1, args.threads))
     if args.labels is not None:
         return _run_labels(args)
-    if args.recipe == "real":
+    if args.recipe in ("real", "shipped"):
         return _run_real(args)
     if args.recipe:
         from lab.recipes import run_recipe  # owned by the lab package; imported only here
@@ -131,18 +133,23 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_real(args: argparse.Namespace) -> int:
-    from lab.real_recipe import run_real_recipe
+    from lab.real_recipe import run_real_recipe, run_shipped_recipe
 
     if args.data is None:
-        raise SystemExit("--recipe real needs --data DIR (the real-data root, e.g. "
+        raise SystemExit(f"--recipe {args.recipe} needs --data DIR (the real-data root, e.g. "
                          "../shared/data/real)")
-    logging.getLogger("lab.real_recipe").setLevel(logging.INFO)
-    logging.getLogger("model.train").setLevel(logging.INFO)
+    for name in ("lab.real_recipe", "model.train"):
+        logging.getLogger(name).setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(message)s")
     overrides = {field: getattr(args, field) for _, field, _, _ in _OVERRIDES
                  if getattr(args, field) is not None}
     try:
+        if args.recipe == "shipped":
+            path = run_shipped_recipe(args.data, args.out, progress=args.progress,
+                                      overrides=overrides)
+            print(f"default detector (fp16): {path}; ship it as lab/weights/{path.name}")
+            return 0
         path = run_real_recipe(args.data, args.out, split=args.split, progress=args.progress,
                                overrides=overrides)
     except FileNotFoundError as exc:

@@ -221,4 +221,105 @@ def run_real_recipe(data: str | Path, out_dir: str | Path, *, split: Split = "tr
     return result.best_checkpoint
 
 
-__all__ = ["CLASSES", "REAL_TRAIN_CONFIG", "run_real_recipe", "split_clips"]
+
+
+
+# ----------------------------------------------------------------------- the shipped default
+
+SHIPPED_NAME = "default-detector.safetensors"
+SHIPPED_SOURCES = {
+    "coco128-person": "COCO train2017 images 0-127 with person boxes (annotations CC BY 4.0)",
+    "gmdcsa24": "GMDCSA24 subjects 1 (train) and 2 (validation) (MIT)",
+    "generated": "Vigil's procedural rooms 0-23 (train) and 900-903 (validation)",
+}
+
+
+def build_shipped_sets(data: Path, size: int, cache_dir: Path | None, progress: bool):
+    """Training and validation sets of the shipped default detector: only data whose terms allow
+    shipping derived weights (COCO's CC BY annotations, GMDCSA24's MIT licence, generated rooms;
+    never UP-Fall, which is for research use)."""
+    from lab.realdata import oversample, sample_labeled_clips
+    from lab.realdata import yolo_person_frameset as yolo
+    from lab.recipes import GENERATED_RECIPE, render_corpus
+    from model.data import FrameSet
+
+    gmd_iv = read_intervals(data / "gmdcsa24" / "labels.csv")
+    gmd = _clips(gmd_iv)
+    s1 = [c for c in gmd if gmdcsa_subject(c) == "s1"]
+    s2 = [c for c in gmd if gmdcsa_subject(c) != "s1"]
+
+    def clips(names: list[str]) -> FrameSet:
+        return sample_labeled_clips(data, gmd_iv, names, CLASSES, size=size,
+                                    cache_dir=cache_dir).frames
+
+    coco_root = data / "coco128-person"
+    images = sorted(p.name for p in (coco_root / "images" / "train").iterdir())
+    coco_train, _ = yolo(coco_root, CLASSES, size=size, images=images[:COCO_TRAIN])
+    coco_val, _ = yolo(coco_root, CLASSES, size=size, images=images[COCO_TRAIN:])
+    rooms = render_corpus(GENERATED_RECIPE.train, CLASSES, size, "render rooms", progress).frames
+    rooms_val = render_corpus(GENERATED_RECIPE.val, CLASSES, size, "render val", progress).frames
+
+    def plain(part: FrameSet) -> FrameSet:
+        return FrameSet(part.frames, part.targets, CLASSES)
+
+    labeled = FrameSet.concat([clips(s1), plain(coco_train), plain(rooms)])
+    labeled = labeled.subset(oversample(labeled.targets))
+    val = FrameSet.concat([clips(s2), plain(coco_val), plain(rooms_val)])
+    return labeled, val
+
+
+def export_fp16(checkpoint: Path, out: Path, *, version: str, sources: dict[str, str]) -> Path:
+    """A copy of ``checkpoint`` with its convolution and linear weights in float16 (about 9.5 MB
+    for EfficientNet-Lite0) and its data sources in the metadata; loads like any checkpoint
+    (``load_state_dict`` casts back). Batch-norm statistics and biases stay float32: running
+    variances near 1e-4 would lose most of their digits in float16."""
+    from safetensors.torch import save as safetensors_save
+
+    from model.checkpoint import METADATA_KEY, content_hash, load_checkpoint, write_atomic
+
+    loaded = load_checkpoint(checkpoint)
+    state = {k: (v.half() if v.is_floating_point() and v.ndim >= 2 else v).contiguous()
+             for k, v in loaded.model.state_dict().items()}
+    meta = loaded.meta.model_copy(update={
+        "version": version, "content_hash": content_hash(state),
+        "metrics": {**loaded.meta.metrics, "data_sources": sources, "dtype": "float16"},
+    })
+    write_atomic(out, safetensors_save(state, metadata={METADATA_KEY: meta.model_dump_json()}))
+    return out
+
+
+def run_shipped_recipe(data: str | Path, out_dir: str | Path, *, progress: bool = True,
+                       overrides: dict[str, Any] | None = None) -> Path:
+    """Train the shipped default detector; returns ``OUT/default-detector.safetensors`` (fp16),
+    to be copied to ``lab/weights/`` (docs/model-card.md)."""
+    from model.train import TrainConfig, train
+
+    data, out = Path(data), Path(out_dir)
+    for needed in ("gmdcsa24/labels.csv", "coco128-person/images"):
+        if not (data / needed).exists():
+            raise FileNotFoundError(f"{data / needed} not found: --data must be the real-data root")
+    out.mkdir(parents=True, exist_ok=True)
+    config = TrainConfig.model_validate(
+        {**REAL_TRAIN_CONFIG, **(overrides or {}), "classes": list(CLASSES)})
+    labeled, val = build_shipped_sets(data, FRAME_SIZE, out / "frame-cache", progress)
+    (out / "recipe.json").write_text(json.dumps({
+        "recipe": "shipped", "sources": SHIPPED_SOURCES, "labeled_frames": len(labeled),
+        "val_frames": len(val), "train_config": config.model_dump(mode="json"),
+    }, indent=2) + "\n")
+    logger.info("shipped recipe: %d labeled frames (oversampled), %d validation frames",
+                len(labeled), len(val))
+    result = train(config, labeled, None, val, out_dir=out / "train", progress=progress,
+                   resume=True)
+    return export_fp16(result.best_checkpoint, out / SHIPPED_NAME,
+                       version=f"default-lite0-{result.meta.version}", sources=SHIPPED_SOURCES)
+
+
+__all__ = [
+    "CLASSES",
+    "REAL_TRAIN_CONFIG",
+    "export_fp16",
+    "run_real_recipe",
+    "run_shipped_recipe",
+    "split_clips",
+    "user_sets",
+]
