@@ -42,6 +42,10 @@ ALERT_LATE_S = 2.0
 FALLING_BEFORE_S = 1.0
 """A labeled ``fallen`` is its own onset unless a labeled ``falling`` ends this close before it."""
 FIRST_FRAME_TOLERANCE_S = 1e-3
+UPRIGHT_WINDOW_S = 3.0
+"""A fall episode is an alert only if, within this long before its start, the detector saw the
+person upright: a frame inside a predicted ``person_present`` event and outside every predicted
+fall episode (a nurse needs "was up, is now down"; lying from the start raises none)."""
 DEFAULT_GRID_FPS = 5.0
 """Frame grid for a peer timeline that lists no frame times and states no analysis rate."""
 
@@ -471,8 +475,19 @@ def fall_onsets(clip: ClipData) -> list[tuple[float, str]]:
 
 def alert_times(clip: ClipData) -> list[float]:
     """Fall alerts of one clip: the start of every episode of predicted ``falling``/``fallen``
-    events, where events that overlap or lie within :data:`EPISODE_GAP_S` form one episode."""
-    return [start for start, _ in merge_spans(clip.fall_events, EPISODE_GAP_S)]
+    events (events that overlap or lie within :data:`EPISODE_GAP_S` form one episode) that
+    follows an upright observation within :data:`UPRIGHT_WINDOW_S`."""
+    episodes = merge_spans(clip.fall_events, EPISODE_GAP_S)
+    present = clip.predicted.get("person_present", [])
+
+    def upright_before(start: float) -> bool:
+        return any(
+            start - UPRIGHT_WINDOW_S <= t < start and inside(t, present)
+            and not inside(t, episodes)
+            for t in clip.times
+        )
+
+    return [start for start, _ in episodes if upright_before(start)]
 
 
 def match_alerts(onsets: Sequence[float], alerts: Sequence[float]) -> list[int | None]:

@@ -134,7 +134,8 @@ def test_false_alarms_count_only_clips_without_the_label() -> None:
 def fall_ev(events: list[tuple[str, float, float]], falls: list[tuple[str, float, float]],
             duration_s: float = 10.0):  # fmt: skip
     labels = [Interval("c.mp4", label, s, e) for label, s, e in falls]
-    return evaluate({"c.mp4": timeline(duration_s, events)}, labels, ["falling", "fallen"])
+    seen = [("person_present", 0.0, duration_s), *events]  # the person is seen upright first
+    return evaluate({"c.mp4": timeline(duration_s, seen)}, labels, ["falling", "fallen"])
 
 
 @pytest.mark.parametrize(
@@ -184,22 +185,33 @@ def test_fall_onsets_from_falling_and_from_fallen_alone() -> None:
 
 
 def test_false_fall_alerts_are_per_fall_free_minute() -> None:
+    up = ("person_present", 0.0, 30.0)
     timelines = {
-        "fall.mp4": timeline(30.0, [("falling", 2.0, 3.0), ("falling", 20.0, 21.0)]),
-        "lying.mp4": timeline(60.0, [("fallen", 0.0, 60.0)]),  # lying from the start
-        "walk.mp4": timeline(30.0, [("falling", 5.0, 5.4), ("fallen", 6.0, 9.0)]),
+        "fall.mp4": timeline(30.0, [up, ("falling", 2.0, 3.0), ("falling", 20.0, 21.0)]),
+        # lying from the start: never seen upright, so no alert (a nurse needs "was up, is down")
+        "lying.mp4": timeline(60.0, [("person_present", 0.0, 60.0), ("fallen", 0.0, 60.0)]),
+        "walk.mp4": timeline(30.0, [up, ("falling", 5.0, 5.4), ("fallen", 6.0, 9.0)]),
     }
     labels = [Interval("fall.mp4", "falling", 2.2, 2.8), Interval("fall.mp4", "fallen", 2.8, 30.0),
               Interval("lying.mp4", "fallen", 0.0, 60.0)]  # fmt: skip
     fa = evaluate(timelines, labels, ["falling", "fallen"]).fall_alerts
-    assert (fa.falls, fa.hits, fa.alerts) == (1, 1, 4)
-    assert fa.unmatched_alerts == 3  # fall.mp4 at 20 s, lying.mp4 at 0 s, walk.mp4 at 5 s
+    assert (fa.falls, fa.hits, fa.alerts) == (1, 1, 3)
+    assert fa.unmatched_alerts == 2  # fall.mp4 at 20 s, walk.mp4 at 5 s
     assert fa.fall_free_clips == 2 and fa.fall_free_minutes == pytest.approx(1.5)
-    assert fa.false_alerts == 2 and fa.false_alerts_per_fall_free_minute == pytest.approx(2 / 1.5)
+    assert fa.false_alerts == 1 and fa.false_alerts_per_fall_free_minute == pytest.approx(1 / 1.5)
     assert {(a.clip, a.t_s, a.fall_free_clip) for a in fa.unmatched} == {
-        ("fall.mp4", 20.0, False), ("lying.mp4", 0.0, True), ("walk.mp4", 5.0, True),
+        ("fall.mp4", 20.0, False), ("walk.mp4", 5.0, True),
     }  # fmt: skip
     assert alert_times(one_clip(timelines["walk.mp4"])) == [5.0]
+
+
+def test_a_fall_episode_alerts_only_after_the_person_was_seen_upright() -> None:
+    down = ("fallen", 4.0, 10.0)
+    assert alert_times(one_clip(timeline(10.0, [("person_present", 0.0, 10.0), down]))) == [4.0]
+    # nobody seen before the episode (empty room, then a lying person appears): no alert
+    assert alert_times(one_clip(timeline(10.0, [("person_present", 4.0, 10.0), down]))) == []
+    # seen, but more than 3 s before the episode: no alert
+    assert alert_times(one_clip(timeline(10.0, [("person_present", 0.0, 0.8), down]))) == []
 
 
 # ------------------------------------------------------------------------- inputs, report, boxes
