@@ -1,6 +1,6 @@
 """``vigil demo``: the whole service on this machine, end to end, in one command.
 
-1. gets the default detector (trained on first use and cached: ``lab.recipes``);
+1. gets the default detector (the shipped file: ``lab.recipes.ensure_default_detector``);
 2. starts the service (API + one worker) on an embedded Redis under ``OUT/data``;
 3. generates a synthetic clinical-room clip with a fall (known event intervals, ``lab.synth``);
 4. posts it over HTTP, polls the job, reads the stream's timeline;
@@ -134,8 +134,9 @@ class _BackgroundApi:
         import uvicorn
 
         from service.main import create_app
+        from service.server import uvicorn_config
 
-        config = uvicorn.Config(
+        config = uvicorn_config(
             create_app(settings),
             host=settings.host,
             port=settings.port,

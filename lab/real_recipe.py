@@ -33,6 +33,7 @@ from typing import Any, Literal
 import torch
 
 from lab.datasets import Interval, read_intervals, upfall_trial
+from model.data import FrameSet
 
 logger = logging.getLogger(__name__)
 
@@ -40,8 +41,10 @@ Split = Literal["trial", "camera"]
 CLASSES = ("person_present", "multiple_people", "falling", "fallen")
 FRAME_SIZE = 256  # stored frames; random crops are resized to the input size
 COCO_TRAIN = 96
-# features.0 = stem, 1 = stage 1, 2-3 = stage 2, 4-5 = stage 3, 6-8 = stage 4 (stride 16)
-FROZEN = [f"features.{i}." for i in range(9)]
+# features.0 = stem, 1 = stage 1, 2-3 = stage 2, 4-5 = stage 3, 6-8 = stage 4, 9-11 = stage 5
+# (stride 16): frozen, the ImageNet features; stages 6-7 (stride 32), the head and the classifier
+# train. Recipe v1 trained from stage 5 on and did not carry to a new home (docs/model-card.md).
+FROZEN = [f"features.{i}." for i in range(12)]
 
 REAL_TRAIN_CONFIG: dict[str, Any] = {
     "arch": "efficientnet_lite0",
@@ -56,10 +59,20 @@ REAL_TRAIN_CONFIG: dict[str, Any] = {
     "eval_batch_size": 32,
     "freeze_bn": True,
     "frozen_prefixes": FROZEN,
-    "augment": {},
+    # more grayscale and night frames than the defaults: infrared night cameras are common in
+    # patient rooms, and none of the labeled clips is one
+    "augment": {"night": 0.25, "grayscale": 0.2},
     "val_consistency_frames": 0,
     "seed": 0,
 }
+RECIPE_VERSION = 2
+"""2: sources balanced, stage 5 frozen, more grayscale/night (1: docs/model-card.md)."""
+SHIPPED_TRAIN_CONFIG: dict[str, Any] = {
+    **REAL_TRAIN_CONFIG,
+    "frozen_prefixes": [f"features.{i}." for i in range(9)],
+    "augment": {},
+}
+"""The shipped detector's settings (recipe 1's; they made the shipped file)."""
 
 
 def upfall_camera(clip: str) -> str:
@@ -94,6 +107,18 @@ def _clips(intervals: list[Interval]) -> list[str]:
     return sorted(dict.fromkeys(iv.clip for iv in intervals))
 
 
+def balance_sources(parts: list[FrameSet], *, max_repeat: int = 8) -> FrameSet:
+    """Concatenate ``parts`` with each repeated up to the largest one's size (at most
+    ``max_repeat`` times): the 96 COCO photos, the only varied people and scenes, would otherwise
+    be 3% of the frames next to thousands of frames of one lab room."""
+    largest = max(len(p) for p in parts)
+    grown = []
+    for part in parts:
+        repeat = max(1, min(max_repeat, round(largest / max(len(part), 1))))
+        grown.append(part.subset(torch.arange(len(part)).repeat(repeat)) if repeat > 1 else part)
+    return FrameSet.concat(grown)
+
+
 def write_intervals(path: Path, intervals: list[Interval]) -> None:
     """The project's label CSV (``clip,label,start_s,end_s``)."""
     with path.open("w", newline="") as handle:
@@ -107,7 +132,6 @@ def build_sets(data: Path, split: Split, size: int, cache_dir: Path | None):
     """``(labeled, val, clip lists, held-out intervals)`` of the recipe."""
     from lab.realdata import median_backgrounds, oversample, sample_labeled_clips
     from lab.realdata import yolo_person_frameset as yolo
-    from model.data import FrameSet
 
     upfall_iv = read_intervals(data / "upfall-s1" / "labels.csv")
     gmd_iv = read_intervals(data / "gmdcsa24" / "labels.csv")
@@ -127,7 +151,7 @@ def build_sets(data: Path, split: Split, size: int, cache_dir: Path | None):
     rooms = median_backgrounds(data, walking, CLASSES, size=size, cache_dir=cache_dir)
     # no boxes on clip frames: drop COCO's so that every part concatenates
     coco_train = FrameSet(coco_train.frames, coco_train.targets, CLASSES)
-    labeled = FrameSet.concat([clips(lists["train"]), coco_train, rooms])
+    labeled = balance_sources([clips(lists["train"]), coco_train, rooms])
     labeled = labeled.subset(oversample(labeled.targets))
     val = FrameSet.concat([clips(lists["val"]),
                            FrameSet(coco_val.frames, coco_val.targets, CLASSES)])
@@ -146,7 +170,6 @@ def unlabeled_frames(folder: str | Path, classes: tuple[str, ...], *, size: int,
                      fps: float = 1.0, cache_dir: Path | None = None):
     """Every video of ``folder`` sampled at ``fps``: an unlabeled pool for ATCON."""
     from lab.datasets import _decoded
-    from model.data import FrameSet
 
     files = video_files(folder)
     if not files:
@@ -165,7 +188,6 @@ def user_sets(labels: Path, data_root: Path, *, val_labels: Path | None, images:
     from lab.datasets import split_clips as random_split
     from lab.realdata import oversample, sample_labeled_clips
     from lab.realdata import yolo_person_frameset as yolo
-    from model.data import FrameSet
 
     intervals = read_intervals(labels)
     if not intervals:
@@ -211,8 +233,9 @@ def run_real_recipe(data: str | Path, out_dir: str | Path, *, split: Split = "tr
     labeled, val, lists, held_out = build_sets(data, split, FRAME_SIZE, out / "frame-cache")
     write_intervals(out / "heldout-labels.csv", held_out)
     (out / "recipe.json").write_text(json.dumps({
-        "recipe": "real", "split": split, "clips": lists, "labeled_frames": len(labeled),
-        "val_frames": len(val), "train_config": config.model_dump(mode="json"),
+        "recipe": "real", "version": RECIPE_VERSION, "split": split, "clips": lists,
+        "labeled_frames": len(labeled), "val_frames": len(val),
+        "train_config": config.model_dump(mode="json"),
     }, indent=2) + "\n")
     logger.info("real recipe (%s split): %d labeled frames (oversampled), %d validation frames",
                 split, len(labeled), len(val))
@@ -241,7 +264,6 @@ def build_shipped_sets(data: Path, size: int, cache_dir: Path | None, progress: 
     from lab.realdata import oversample, sample_labeled_clips
     from lab.realdata import yolo_person_frameset as yolo
     from lab.recipes import GENERATED_RECIPE, render_corpus
-    from model.data import FrameSet
 
     gmd_iv = read_intervals(data / "gmdcsa24" / "labels.csv")
     gmd = _clips(gmd_iv)
@@ -300,7 +322,7 @@ def run_shipped_recipe(data: str | Path, out_dir: str | Path, *, progress: bool 
             raise FileNotFoundError(f"{data / needed} not found: --data must be the real-data root")
     out.mkdir(parents=True, exist_ok=True)
     config = TrainConfig.model_validate(
-        {**REAL_TRAIN_CONFIG, **(overrides or {}), "classes": list(CLASSES)})
+        {**SHIPPED_TRAIN_CONFIG, **(overrides or {}), "classes": list(CLASSES)})
     labeled, val = build_shipped_sets(data, FRAME_SIZE, out / "frame-cache", progress)
     (out / "recipe.json").write_text(json.dumps({
         "recipe": "shipped", "sources": SHIPPED_SOURCES, "labeled_frames": len(labeled),

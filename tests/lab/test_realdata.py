@@ -115,3 +115,17 @@ def test_user_sets_hold_out_whole_clips(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match=r"missing\.mp4"):
         user_sets(tmp_path / "bad.csv", tmp_path, val_labels=None, images=[], val_fraction=0.2,
                   seed=0, size=32, cache_dir=None)
+
+
+def test_balance_sources_repeats_small_sources_up_to_the_cap() -> None:
+    from lab.real_recipe import balance_sources
+    from model.data import FrameSet
+
+    def part(n: int, value: int) -> FrameSet:
+        return FrameSet(torch.full((n, 3, 4, 4), value, dtype=torch.uint8), torch.zeros(n, 1),
+                        ("a",))
+
+    out = balance_sources([part(100, 1), part(25, 2), part(2, 3)], max_repeat=8)
+    values = out.frames[:, 0, 0, 0]
+    assert int((values == 1).sum()) == 100 and int((values == 2).sum()) == 100
+    assert int((values == 3).sum()) == 16  # capped at 8 repeats
