@@ -16,7 +16,8 @@ import shutil
 import signal
 import sys
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -134,28 +135,118 @@ def _numeric(metrics: dict[str, object]) -> dict[str, float]:
 
 @contextlib.contextmanager
 def running_workers(
-    settings: Settings, count: int, grace_s: float = 30.0
-) -> Iterator[list[Consumer]]:
-    """``count`` consumers in threads of this process; stopped gracefully on exit (the running
-    job finishes within ``grace_s`` or goes back to the queue)."""
-    consumers: list[Consumer] = []
-    threads: list[threading.Thread] = []
-    if count:
-        from worker.consumer import build_consumer
+    settings: Settings,
+    count: int,
+    grace_s: float = 30.0,
+    *,
+    factory: Callable[[], Consumer] | None = None,
+    restart_backoff_s: float = 1.0,
+) -> Iterator[WorkerSupervisor]:
+    """``count`` supervised consumers in threads of this process (a thread that dies is
+    started again); stopped gracefully on exit (the running job finishes within ``grace_s``
+    or goes back to the queue)."""
+    if factory is None:
 
-        for n in range(count):
-            consumer = build_consumer(settings, grace_s=grace_s)
-            thread = threading.Thread(target=consumer.run, name=f"vigil-worker-{n}", daemon=True)
-            thread.start()
-            consumers.append(consumer)
-            threads.append(thread)
+        def factory() -> Consumer:
+            # Imported here: with no worker nothing imports torch (the API image's `--no-worker`).
+            from worker.consumer import build_consumer
+
+            return build_consumer(settings, grace_s=grace_s)
+
+    supervisor = WorkerSupervisor(
+        factory,
+        count,
+        restart_backoff_s=restart_backoff_s,
+        restart_backoff_max_s=max(restart_backoff_s, settings.reconnect_backoff_max_s),
+    )
+    supervisor.start()
     try:
-        yield consumers
+        yield supervisor
     finally:
-        for consumer in consumers:
+        supervisor.stop(timeout_s=grace_s + 10)
+
+
+class WorkerSupervisor:
+    """Keeps ``count`` consumers running, each in a thread of its own.
+
+    A consumer waits out Redis outages by itself (``worker.consumer``); should its ``run`` end
+    anyway (an unexpected exception, or a return without a stop request), its slot logs it
+    and, after a capped and jittered backoff, runs a fresh consumer (new worker id, new Redis
+    client), so a ``vigil serve`` never keeps taking uploads with no worker behind them.
+    """
+
+    def __init__(
+        self,
+        factory: Callable[[], Consumer],
+        count: int,
+        *,
+        restart_backoff_s: float = 1.0,
+        restart_backoff_max_s: float = 30.0,
+    ) -> None:
+        self._factory = factory
+        self._count = count
+        self._backoff = (restart_backoff_s, restart_backoff_max_s)
+        self._stopping = threading.Event()
+        self._lock = threading.Lock()
+        self._current: dict[int, Consumer] = {}
+        self._threads: list[threading.Thread] = []
+        self.restarts = 0
+
+    @property
+    def consumers(self) -> list[Consumer]:
+        """The consumers running now (one per slot)."""
+        with self._lock:
+            return list(self._current.values())
+
+    def start(self) -> None:
+        for slot in range(self._count):
+            thread = threading.Thread(
+                target=self._keep_running, args=(slot,), name=f"vigil-worker-{slot}", daemon=True
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def stop(self, timeout_s: float = 40.0) -> None:
+        """Ask every consumer to stop after its running job; wait up to ``timeout_s``."""
+        self._stopping.set()
+        for consumer in self.consumers:
             consumer.request_stop()
-        for thread in threads:
-            thread.join(timeout=grace_s + 10)
+        deadline = time.monotonic() + timeout_s
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
+
+    def _keep_running(self, slot: int) -> None:
+        from service.outage import Backoff
+
+        backoff = Backoff(*self._backoff)
+        while not self._stopping.is_set():
+            started = time.monotonic()
+            try:
+                consumer = self._factory()
+            except Exception:
+                logger.exception("worker %d could not be created", slot)
+            else:
+                with self._lock:
+                    self._current[slot] = consumer
+                if self._stopping.is_set():  # stop() came while it was being built
+                    consumer.request_stop()
+                try:
+                    consumer.run()
+                except Exception:
+                    logger.exception("worker %s (thread %d) died", consumer.worker_id, slot)
+                finally:
+                    with contextlib.suppress(Exception):
+                        consumer.store.r.close()
+            if self._stopping.is_set():
+                break
+            if time.monotonic() - started > 60.0:  # it ran a good while: restart promptly
+                backoff.reset()
+            delay = backoff.next_delay()
+            logger.error("worker thread %d ended unexpectedly; restarting in %.1fs", slot, delay)
+            if self._stopping.wait(delay):
+                break
+            with self._lock:
+                self.restarts += 1
 
 
 def serve_api(settings: Settings) -> None:
@@ -164,8 +255,9 @@ def serve_api(settings: Settings) -> None:
     import uvicorn
 
     from service.main import create_app
+    from service.server import uvicorn_config
 
-    config = uvicorn.Config(
+    config = uvicorn_config(
         create_app(settings),
         host=settings.host,
         port=settings.port,

@@ -4,6 +4,11 @@ from __future__ import annotations
 
 import argparse
 import logging
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from service.config import Settings
+    from worker.consumer import Consumer
 
 logger = logging.getLogger(__name__)
 
@@ -50,10 +55,30 @@ def run(args: argparse.Namespace) -> int:
         )
         return 2
     consumer = build_consumer(settings, grace_s=args.grace, worker_id=args.worker_id)
-    if not args.no_model_bootstrap:
-        from cli.serve import ensure_active_model
-
-        ensure_active_model(consumer.store, settings)
     consumer.install_signal_handlers()
+    if not args.no_model_bootstrap and not _bootstrap_model(consumer, settings):
+        return 0  # stopped while Redis was unavailable
     consumer.run(burst=args.burst, max_jobs=args.max_jobs)
     return 0
+
+
+def _bootstrap_model(consumer: Consumer, settings: Settings) -> bool:
+    """Register the default model when the registry is empty, waiting (with backoff) for a
+    Redis that is not up yet or restarting. False when a stop signal came first."""
+    import redis
+
+    from cli.serve import ensure_active_model
+    from service.outage import Backoff, is_store_unavailable
+
+    backoff = Backoff(0.5, settings.reconnect_backoff_max_s)
+    while True:
+        try:
+            ensure_active_model(consumer.store, settings)
+            return True
+        except redis.RedisError as exc:
+            if not is_store_unavailable(exc):
+                raise
+            delay = backoff.next_delay()
+            logger.warning("Redis unavailable (%s); trying again in %.1fs", exc, delay)
+            if consumer.wait_for_stop(delay):
+                return False

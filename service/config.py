@@ -36,9 +36,23 @@ class Settings(BaseSettings):
 
     # Ingest limits
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_json_body_bytes: int = Field(
+        default=1024 * 1024, gt=0, description="Largest JSON request body (labels, keys, ...)."
+    )
     max_segment_duration_s: float = Field(default=900.0, gt=0)
     max_frame_pixels: int = Field(default=3840 * 2160, gt=0)
     queue_max_length: int = Field(default=1000, gt=0)
+    idempotency_pending_ttl_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="Life of an `Idempotency-Key` claim while its upload runs; renewed by the "
+        "request, so a claim of a request that died lapses this long after it.",
+    )
+    stale_upload_age_s: float = Field(
+        default=3600.0,
+        gt=0,
+        description="`.part` files of uploads untouched this long are removed (dead uploads).",
+    )
 
     # Analysis
     analysis_fps: float = Field(default=2.0, gt=0)
@@ -55,6 +69,17 @@ class Settings(BaseSettings):
     job_retry_backoff_s: float = Field(default=2.0, ge=0)
     heartbeat_interval_s: float = Field(default=5.0, gt=0)
     worker_ttl_s: float = Field(default=30.0, gt=0)
+    stream_lock_ttl_s: float = Field(
+        default=15.0,
+        gt=0,
+        description="Life of a per-stream lock unless its holder's heartbeat renews it (a "
+        "killed worker delays its stream at most this long); at least 3 heartbeat intervals.",
+    )
+    reconnect_backoff_max_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait of a worker between two tries to reach Redis again.",
+    )
 
     # HTTP
     host: str = "127.0.0.1"

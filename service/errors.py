@@ -18,6 +18,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from service.schemas import Problem
 
@@ -94,16 +95,20 @@ class BadGateway(ApiError):
     status, code = 502, "job_failed"
 
 
+def problem(status: int, code: str, detail: str) -> Problem:
+    """One problem document."""
+    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
+    return Problem(
+        type=f"urn:vigil:problem:{code}", title=title, status=status, detail=detail, code=code
+    )
+
+
 def problem_response(
     status: int, code: str, detail: str, headers: Mapping[str, str] | None = None
 ) -> JSONResponse:
     """Render one problem document."""
-    title = HTTPStatus(status).phrase if status in HTTPStatus._value2member_map_ else "Error"
-    body = Problem(
-        type=f"urn:vigil:problem:{code}", title=title, status=status, detail=detail, code=code
-    )
     return JSONResponse(
-        body.model_dump(),
+        problem(status, code, detail).model_dump(),
         status_code=status,
         headers=dict(headers or {}),
         media_type=PROBLEM_MEDIA_TYPE,
@@ -116,7 +121,11 @@ async def _api_error(_: Request, exc: Exception) -> JSONResponse:
 
 
 # Query parameters whose validation failure has a code of its own (issue 5: "422 bad start").
-_FIELD_CODES = {("query", "start"): "invalid_start", ("query", "cursor"): "invalid_cursor"}
+_FIELD_CODES = {
+    ("query", "start"): "invalid_start",
+    ("query", "cursor"): "invalid_cursor",
+    ("path", "stream_id"): "invalid_stream_id",
+}
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -143,11 +152,40 @@ _HTTP_CODES = {
 }
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers at the request's path (for ``Allow``).
+
+    Starlette's own 405 names only the methods of the first route that matched the path, so a
+    path with a ``GET`` and a ``POST`` route got ``Allow: POST`` for a ``DELETE``. Mounts
+    (static files) answer their own 405s and are not asked here.
+    """
+    found = []
+    for method in _METHODS:
+        scope = {**request.scope, "method": method}
+        for route in request.app.router.routes:
+            if isinstance(route, Mount):
+                continue
+            match, _ = route.matches(dict(scope))
+            if match is Match.FULL:
+                found.append(method)
+                break
+    return found
+
+
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
     detail = exc.detail if isinstance(exc.detail, str) else HTTPStatus(exc.status_code).phrase
-    return problem_response(exc.status_code, code, detail, exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        methods = allowed_methods(request) or [
+            m.strip() for m in headers.get("Allow", "").split(",") if m.strip()
+        ]
+        headers["Allow"] = ", ".join(methods)
+    return problem_response(exc.status_code, code, detail, headers)
 
 
 async def _redis_down(_: Request, exc: Exception) -> JSONResponse:
@@ -182,3 +220,34 @@ def problem_responses(*statuses: int) -> dict[int | str, dict[str, object]]:
         }
         for status in statuses
     }
+
+
+# --- Redis unavailable, whatever the error class (appended with worker/consumer's outage work) --
+# ConnectionError/TimeoutError go to ``_redis_down`` above; this catches the rest of redis-py's
+# errors: a server out of memory under ``noeviction`` (``OOM``, writes refused until memory is
+# freed), still loading its data (``LOADING``), a read-only replica after a failover, ...:
+# 503 ``redis_unavailable`` + ``Retry-After``, never a 500. Other Redis errors stay 500s.
+
+STORE_RETRY_AFTER_S = 5
+
+
+async def _redis_error(request: Request, exc: Exception) -> JSONResponse:
+    from service.outage import is_out_of_memory, is_store_unavailable
+
+    if not is_store_unavailable(exc):
+        return await _unexpected(request, exc)
+    logger.error("redis unavailable: %s: %s", type(exc).__name__, exc)
+    detail = (
+        "the data store is out of memory and refuses writes"
+        if is_out_of_memory(exc)
+        else "the data store is unavailable"
+    )
+    return problem_response(
+        503, "redis_unavailable", detail, {"Retry-After": str(STORE_RETRY_AFTER_S)}
+    )
+
+
+def install_store_error_handlers(app: FastAPI) -> None:
+    """Map every "Redis cannot serve this now" error to 503 + ``Retry-After`` (call after
+    :func:`install_error_handlers`)."""
+    app.add_exception_handler(redis.RedisError, _redis_error)

@@ -2,17 +2,30 @@
 
 Order of checks (cheap before expensive, and a retried request answered before any limit):
 media type (415) -> declared length (413) -> ``Idempotency-Key`` replay -> queue depth (503)
--> body to disk with a running byte limit (413) -> probe (413/415/422) -> store + enqueue.
+-> body to disk with a running byte limit (413) -> probe (413/415/422) -> container is a video
+container (415 ``not_a_video``) -> store + enqueue.
+
+``Idempotency-Key``: the first request claims the key with a pending record that lives
+``VIGIL_IDEMPOTENCY_PENDING_TTL_S`` (60 s) and is renewed while the request runs, so the key of
+a request that died with the API is free again within a minute. The done record keeps the
+response and the sha256 of the video for 24 h; a replay must send the same video (its bytes
+are read and hashed, not stored), else it gets 422 ``idempotency_key_reused``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-import mimetypes
+import secrets
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 
+import anyio
 import av
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -27,7 +40,7 @@ from service.errors import (
     UnsupportedMediaType,
 )
 from service.jobs import AnalyzeSegmentPayload, JobQueue, QueueFull, new_job_id
-from service.schemas import ApiKey, AuditAction, Segment, UploadAccepted
+from service.schemas import ApiKey, AuditAction, IdempotencyRecord, Segment, UploadAccepted
 from service.store import Store, new_id
 from service.upload import check_media_type, receive_video
 from worker.probe import DecodeError, ProbeResult, VideoLimits, probe
@@ -35,16 +48,91 @@ from worker.probe import DecodeError, ProbeResult, VideoLimits, probe
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 10
+PART_SUFFIX = ".part"
 # Probe codes that say "too big" (413) or "not a video" (415); every other code is 422.
 _TOO_BIG = {"too_long", "too_large"}
 _NOT_VIDEO = {"no_video_stream"}
-# FFmpeg demuxer names -> media types, for multipart parts sent as application/octet-stream.
-_FORMAT_TYPES = {
-    "mov": "video/mp4",
-    "mp4": "video/mp4",
-    "matroska": "video/x-matroska",
-    "avi": "video/x-msvideo",
+
+
+@dataclass(frozen=True)
+class Container:
+    """A video container Vigil accepts: the media type it is served as, the file extension,
+    and the declared types that are kept as they are (``video/webm`` for a WebM file)."""
+
+    media_type: str
+    extension: str
+    also: frozenset[str] = frozenset()
+
+    def media_type_for(self, declared: str) -> str:
+        """The declared type if it names this container, else the container's own."""
+        return declared if declared in self.also else self.media_type
+
+
+_MP4 = Container(
+    "video/mp4",
+    ".mp4",
+    frozenset({"video/mp4", "video/quicktime", "video/3gpp", "video/3gpp2", "video/x-m4v"}),
+)
+_MATROSKA = Container(
+    "video/x-matroska", ".mkv", frozenset({"video/x-matroska", "video/matroska", "video/webm"})
+)
+# FFmpeg demuxer names -> containers. Anything else FFmpeg opens with a "video" stream (PNG,
+# JPEG, GIF and other image demuxers, ...) is not a recording: 415 not_a_video.
+CONTAINERS: dict[str, Container] = {
+    "mov": _MP4,
+    "mp4": _MP4,
+    "matroska": _MATROSKA,
+    "webm": _MATROSKA,
+    "avi": Container("video/x-msvideo", ".avi", frozenset({"video/avi", "video/msvideo"})),
+    "mpegts": Container("video/mp2t", ".ts"),
+    "mpeg": Container("video/mpeg", ".mpg"),
+    "flv": Container("video/x-flv", ".flv"),
+    "ogg": Container("video/ogg", ".ogv"),
+    "asf": Container("video/x-ms-asf", ".asf", frozenset({"video/x-ms-wmv"})),
+    "h264": Container("video/h264", ".h264"),
+    "hevc": Container("video/h265", ".h265", frozenset({"video/hevc"})),
 }
+
+
+def container_of(path: Path) -> Container | None:
+    """The accepted container ``path`` is in (FFmpeg's demuxer), or None for anything else."""
+    with av.open(str(path)) as opened:
+        names = opened.format.name.split(",")
+    return next((CONTAINERS[name] for name in names if name in CONTAINERS), None)
+
+
+def served_media_type(path: Path, stored: str) -> str:
+    """The media type a stored video is served with: its recorded ``video/*`` type, or for
+    records from before uploads were typed by their container, the container's type."""
+    if stored.startswith("video/"):
+        return stored
+    try:
+        container = container_of(path)
+    except (OSError, av.error.FFmpegError):
+        return stored
+    return container.media_type if container is not None else stored
+
+
+def sweep_stale_uploads(data_dir: Path, max_age_s: float) -> int:
+    """Remove ``segments/*.part`` files not written for ``max_age_s`` (uploads of an API process
+    that died); returns how many. Live uploads write continuously and are left alone."""
+    folder = data_dir / "segments"
+    if not folder.is_dir():
+        return 0
+    cutoff = time.time() - max_age_s
+    removed = 0
+    for part in folder.glob(f"*{PART_SUFFIX}"):
+        try:
+            if part.stat().st_mtime < cutoff:
+                part.unlink()
+                removed += 1
+        except FileNotFoundError:  # finished or removed meanwhile
+            continue
+        except OSError as exc:
+            logger.warning("cannot remove stale upload file %s: %s", part.name, exc)
+    if removed:
+        logger.warning("removed %d stale upload file(s) under %s", removed, folder)
+    return removed
 
 
 @dataclass(frozen=True)
@@ -67,59 +155,129 @@ async def ingest_segment(
         raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
     signature = f"POST /v1/streams/{upload.stream_id}/segments?start={upload.start.isoformat()}"
     if upload.idempotency_key is None:
-        return await _accept(request, store, queue, settings, upload)
+        accepted, _ = await _accept(request, store, queue, settings, upload)
+        return accepted
     key_id, idem = upload.key.key_id, upload.idempotency_key
-    existing = await run_in_threadpool(store.idempotency.begin, key_id, idem, signature)
+    ttl_s = settings.idempotency_pending_ttl_s
+    owner = secrets.token_hex(8)
+    begin = partial(store.idempotency.begin, key_id, idem, signature, owner=owner, ttl_s=ttl_s)
+    existing = await run_in_threadpool(begin)
     if existing is not None:
-        if existing.request != signature:
-            raise Unprocessable(
-                "this Idempotency-Key was used for another request", code="idempotency_key_reused"
-            )
-        if existing.state == "pending" or existing.response is None:
-            raise Conflict(
-                "a request with this Idempotency-Key is still being processed",
-                code="idempotency_in_progress",
-            )
-        logger.info("idempotent replay of segment %s", existing.response.segment_id)
-        return existing.response
+        return await _replay(request, settings, existing, signature)
     try:
-        accepted = await _accept(request, store, queue, settings, upload)
+        async with _claim_kept(store, key_id, idem, owner, ttl_s):
+            accepted, digest = await _accept(request, store, queue, settings, upload)
     except BaseException:
-        await run_in_threadpool(store.idempotency.release, key_id, idem)
+        with anyio.CancelScope(shield=True):  # also when the request is being cancelled
+            release = partial(store.idempotency.release, key_id, idem, owner=owner)
+            await run_in_threadpool(release)
         raise
-    await run_in_threadpool(store.idempotency.complete, key_id, idem, signature, 202, accepted)
+    complete = partial(
+        store.idempotency.complete,
+        key_id,
+        idem,
+        signature,
+        202,
+        accepted,
+        owner=owner,
+        body_sha256=digest,
+    )
+    if not await run_in_threadpool(complete):
+        logger.warning("Idempotency-Key claim of segment %s lapsed", accepted.segment_id)
     return accepted
+
+
+async def _replay(
+    request: Request, settings: Settings, existing: IdempotencyRecord, signature: str
+) -> UploadAccepted:
+    """The first response again, if this is the same request with the same video."""
+    if existing.request != signature:
+        raise _key_reused("this Idempotency-Key was used for another request")
+    if existing.state == "pending" or existing.response is None:
+        raise Conflict(
+            "a request with this Idempotency-Key is still being processed",
+            code="idempotency_in_progress",
+        )
+    if existing.body_sha256 is not None:  # records from before digests were kept have none
+        received = await receive_video(request, None, settings.max_upload_bytes)
+        if received.sha256 != existing.body_sha256:
+            raise _key_reused("this Idempotency-Key was used with a different video")
+    logger.info("idempotent replay of segment %s", existing.response.segment_id)
+    return existing.response
+
+
+def _key_reused(detail: str) -> Unprocessable:
+    return Unprocessable(detail, code="idempotency_key_reused")
+
+
+@asynccontextmanager
+async def _claim_kept(
+    store: Store, key_id: str, idem: str, owner: str, ttl_s: float
+) -> AsyncIterator[None]:
+    """Renew the pending ``Idempotency-Key`` claim every quarter of its TTL while the body
+    runs (streaming, probing, enqueueing); the claim lapses soon after the request dies."""
+
+    async def renew() -> None:
+        refresh = partial(store.idempotency.renew, key_id, idem, owner=owner, ttl_s=ttl_s)
+        try:
+            while True:
+                await asyncio.sleep(max(0.05, ttl_s / 4))
+                if not await run_in_threadpool(refresh):
+                    logger.warning("Idempotency-Key claim lapsed while its upload ran")
+                    return
+        except Exception:  # Redis trouble: the request itself will see it
+            logger.exception("renewing an Idempotency-Key claim failed")
+
+    task = asyncio.create_task(renew())
+    try:
+        yield
+    finally:
+        task.cancel()
 
 
 async def _accept(
     request: Request, store: Store, queue: JobQueue, settings: Settings, upload: IngestRequest
-) -> UploadAccepted:
+) -> tuple[UploadAccepted, str]:
+    """Store, probe and queue the upload; the response and the video's sha256."""
     if await run_in_threadpool(queue.depth) >= queue.max_length:
         raise _queue_full()
     segment_id = new_id("seg")
     folder = settings.data_dir / "segments"
     folder.mkdir(parents=True, exist_ok=True)
-    part = folder / f"{segment_id}.part"
+    part = folder / f"{segment_id}{PART_SUFFIX}"
     received = await receive_video(request, part, settings.max_upload_bytes)
     limits = VideoLimits(
         max_duration_s=settings.max_segment_duration_s, max_pixels=settings.max_frame_pixels
     )
     try:
         info = await run_in_threadpool(probe, part, limits)
-        content_type = await run_in_threadpool(_media_type, part, received.content_type)
+        container = await run_in_threadpool(container_of, part)
     except DecodeError as exc:
         part.unlink(missing_ok=True)
         raise _probe_error(exc) from exc
-    final = folder / f"{segment_id}{mimetypes.guess_extension(content_type) or '.video'}"
+    except BaseException:
+        part.unlink(missing_ok=True)
+        raise
+    if container is None:
+        part.unlink(missing_ok=True)
+        raise UnsupportedMediaType(
+            "the file is not a video recording (an image or another non-video container)",
+            code="not_a_video",
+        )
+    content_type = container.media_type_for(received.content_type)
+    final = folder / f"{segment_id}{container.extension}"
     part.rename(final)
     segment = _segment(
         upload, segment_id, final, settings.data_dir, received.size, content_type, info
     )
     try:
-        return await run_in_threadpool(_store_and_enqueue, store, queue, segment, upload.key.key_id)
+        accepted = await run_in_threadpool(
+            _store_and_enqueue, store, queue, segment, upload.key.key_id
+        )
     except BaseException:
         final.unlink(missing_ok=True)
         raise
+    return accepted, received.sha256
 
 
 def _segment(
@@ -186,15 +344,3 @@ def _probe_error(exc: DecodeError) -> ApiError:
     if exc.code in _NOT_VIDEO:
         return UnsupportedMediaType(exc.message, code=exc.code)
     return Unprocessable(exc.message, code=exc.code)
-
-
-def _media_type(path: Path, declared: str) -> str:
-    """The declared ``video/*`` type, or one derived from the container for generic parts."""
-    if declared.startswith("video/"):
-        return declared
-    with av.open(str(path)) as container:
-        names = container.format.name.split(",")
-    for name in names:
-        if name in _FORMAT_TYPES:
-            return _FORMAT_TYPES[name]
-    return "application/octet-stream"

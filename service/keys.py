@@ -100,6 +100,11 @@ class Keys:
         """HASH sha256(key) -> key_id (lookup when a request presents a key)."""
         return self._k("apikeys", "by_hash")
 
+    def api_keys_bootstrapped(self) -> str:
+        """SET of sha256(key) of every ``VIGIL_BOOTSTRAP_ADMIN_KEY`` value ever imported, so a
+        revoked bootstrap key is not imported again at the next start."""
+        return self._k("apikeys", "bootstrapped")
+
     def audit(self) -> str:
         """STREAM of audit entries (capped with ``MAXLEN ~``)."""
         return self._k("audit")

@@ -6,6 +6,8 @@ Run with ``vigil serve`` (embedded Redis, worker) or, given ``VIGIL_REDIS_URL``,
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,7 +19,8 @@ from fastapi.staticfiles import StaticFiles
 
 from service.auth import ensure_admin_key
 from service.config import Settings
-from service.errors import install_error_handlers
+from service.errors import install_error_handlers, install_store_error_handlers
+from service.ingest import sweep_stale_uploads
 from service.jobs import JobQueue
 from service.metrics import LatencyMiddleware, Metrics
 from service.routes import (
@@ -52,12 +55,31 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     if settings.bootstrap_admin_key is not None:
         ensure_admin_key(store, settings.bootstrap_admin_key)
+    sweep_stale_uploads(settings.data_dir, settings.stale_upload_age_s)
+    sweeper = asyncio.create_task(_sweep_uploads(settings))
     logger.info("API ready (redis prefix %s)", settings.redis_prefix)
     try:
         yield
     finally:
+        sweeper.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await sweeper
         app.state.metrics.detach()
         store.close()
+
+
+async def _sweep_uploads(settings: Settings) -> None:
+    """After the sweep at start-up, remove ``.part`` files of dead uploads every while:
+    another API process sharing ``DATA_DIR`` may have died since."""
+    every_s = min(600.0, max(1.0, settings.stale_upload_age_s / 2))
+    while True:
+        await asyncio.sleep(every_s)
+        try:
+            await asyncio.to_thread(
+                sweep_stale_uploads, settings.data_dir, settings.stale_upload_age_s
+            )
+        except OSError as exc:
+            logger.warning("sweeping stale uploads failed: %s", exc)
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -73,6 +95,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.settings = settings
     app.state.metrics = Metrics()
     install_error_handlers(app)
+    install_store_error_handlers(app)
     for module in ROUTERS:
         app.include_router(module.router)
     _mount_viewer(app)

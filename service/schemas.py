@@ -21,13 +21,34 @@ T = TypeVar("T")
 
 def _as_utc(value: datetime) -> datetime:
     """Naive datetimes are UTC by convention; aware ones are converted to UTC."""
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 9999-12-31T23:59:59-23:59: past year 9999 in UTC
+        raise ValueError("the time in UTC is out of range") from exc
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_as_utc)]
 """A datetime normalised to UTC."""
 
-StreamId = Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+SEGMENT_START_MIN = datetime(2000, 1, 1, tzinfo=UTC)
+SEGMENT_START_MAX = datetime(2100, 1, 1, tzinfo=UTC)
+
+
+def _sane_start(value: datetime) -> datetime:
+    """Recording times outside [2000, 2100) are client bugs (and overflow time arithmetic)."""
+    if not SEGMENT_START_MIN <= value < SEGMENT_START_MAX:
+        raise ValueError("must lie in [2000-01-01T00:00:00Z, 2100-01-01T00:00:00Z)")
+    return value
+
+
+SegmentStart = Annotated[datetime, AfterValidator(_as_utc), AfterValidator(_sane_start)]
+"""The wall-clock start of a segment: UTC (naive is UTC), year 2000 up to (excluding) 2100."""
+
+STREAM_ID_PATTERN = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
+"""``[A-Za-z0-9._-]``, at least one character that is not a dot (no ``.``/``..`` path tricks)."""
+StreamId = Annotated[str, Field(min_length=1, max_length=128, pattern=STREAM_ID_PATTERN)]
 LabelName = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
 Score = Annotated[float, Field(ge=0.0, le=1.0)]
 
@@ -278,6 +299,12 @@ class IdempotencyRecord(_Record):
 
     state: Literal["pending", "done"]
     request: str = Field(description="Method and path the key was first used with.")
+    owner: str | None = Field(
+        default=None, description="Random token of the request that holds a pending claim."
+    )
+    body_sha256: str | None = Field(
+        default=None, description="sha256 (hex) of the uploaded video of the first request."
+    )
     status_code: int | None = None
     response: UploadAccepted | None = None
 

@@ -2,15 +2,19 @@
 
 The body is never held whole in memory: chunks from ``request.stream()`` go straight to a file
 (multipart bodies through python-multipart's streaming parser), and the byte limit is enforced
-while reading, so an oversized upload stops at the limit, not at the end.
+while reading, so an oversized upload stops at the limit, not at the end. The sha256 of the
+video's bytes (the ``file`` part of a multipart body, not its framing) is computed on the way,
+so an ``Idempotency-Key`` replay can be told apart from a different video sent with the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from python_multipart.multipart import MultipartParser, parse_options_header
 from starlette.requests import ClientDisconnect, Request
@@ -25,10 +29,28 @@ _PART_TYPES = ("video/", "application/octet-stream")
 
 @dataclass
 class Received:
-    """What was written: the declared media type and the byte count."""
+    """What was written: the declared media type, the byte count and the bytes' sha256 (hex)."""
 
     content_type: str
     size: int
+    sha256: str = ""
+
+
+class _Sink(Protocol):
+    def write(self, data: bytes, /) -> object: ...
+
+
+class _HashingSink:
+    """Writes the video's bytes to ``out`` (None: nowhere) and hashes them."""
+
+    def __init__(self, out: BinaryIO | None) -> None:
+        self.out = out
+        self.digest = hashlib.sha256()
+
+    def write(self, data: bytes, /) -> None:
+        self.digest.update(data)
+        if self.out is not None:
+            self.out.write(data)
 
 
 def media_type(request: Request) -> tuple[str, dict[bytes, bytes]]:
@@ -50,20 +72,18 @@ def check_media_type(request: Request) -> None:
     )
 
 
-async def receive_video(request: Request, dest: Path, max_bytes: int) -> Received:
-    """Stream the request body (or its ``file`` part) into ``dest``.
+async def receive_video(request: Request, dest: Path | None, max_bytes: int) -> Received:
+    """Stream the request body (or its ``file`` part) into ``dest`` (None: only hash it).
 
     Raises 413 ``payload_too_large`` past ``max_bytes``, 415 when no video part is present,
     400 ``bad_request`` for a malformed multipart body or a client that went away. ``dest`` is
     removed on failure.
     """
-    kind, params = media_type(request)
+    if dest is None:
+        return await _receive(request, _HashingSink(None), max_bytes)
     try:
         with dest.open("wb") as out:
-            if kind == "multipart/form-data":
-                received = await _receive_multipart(request, out, params[b"boundary"], max_bytes)
-            else:
-                received = Received(kind, await _copy(request, out.write, max_bytes))
+            received = await _receive(request, _HashingSink(out), max_bytes)
             out.flush()
             os.fsync(out.fileno())
     except BaseException:
@@ -72,14 +92,24 @@ async def receive_video(request: Request, dest: Path, max_bytes: int) -> Receive
     return received
 
 
-async def _copy(request: Request, write: object, max_bytes: int) -> int:
+async def _receive(request: Request, sink: _HashingSink, max_bytes: int) -> Received:
+    kind, params = media_type(request)
+    if kind == "multipart/form-data":
+        received = await _receive_multipart(request, sink, params[b"boundary"], max_bytes)
+    else:
+        received = Received(kind, await _copy(request, sink.write, max_bytes))
+    received.sha256 = sink.digest.hexdigest()
+    return received
+
+
+async def _copy(request: Request, write: Callable[[bytes], object], max_bytes: int) -> int:
     size = 0
     try:
         async for chunk in request.stream():
             size += len(chunk)
             if size > max_bytes:
                 raise PayloadTooLarge(f"the upload exceeds the limit of {max_bytes} bytes")
-            write(chunk)  # type: ignore[operator]
+            write(chunk)
     except ClientDisconnect as exc:
         raise BadRequest("the client closed the connection before the body was complete") from exc
     return size
@@ -89,7 +119,7 @@ async def _copy(request: Request, write: object, max_bytes: int) -> int:
 class _PartState:
     """Streaming state of the multipart parser: headers of the current part and the file part."""
 
-    out: BinaryIO
+    out: _Sink
     header_field: bytearray = field(default_factory=bytearray)
     header_value: bytearray = field(default_factory=bytearray)
     headers: dict[str, str] = field(default_factory=dict)
@@ -100,7 +130,7 @@ class _PartState:
 
 
 async def _receive_multipart(
-    request: Request, out: BinaryIO, boundary: bytes, max_bytes: int
+    request: Request, out: _Sink, boundary: bytes, max_bytes: int
 ) -> Received:
     state = _PartState(out=out)
     parser = MultipartParser(boundary, _callbacks(state))

@@ -15,13 +15,20 @@ Semantics (see ``docs/operations.md``, "Queue semantics"):
 * **Lease.** A running job's entry stays in the consumer's pending list; the worker's heartbeat
   ``touch``-es it (``XCLAIM ... JUSTID`` by its owner), which resets its idle time. An entry idle
   longer than the visibility timeout belongs to a dead worker and is reclaimed with
-  ``XAUTOCLAIM``; after ``max_attempts`` starts it fails with ``worker_lost``.
+  ``XAUTOCLAIM``: by an idle worker's claim, which starts it, and by every worker's heartbeat
+  (``requeue_expired``), which puts it back onto the stream even while that worker is busy;
+  after ``max_attempts`` starts it fails with ``worker_lost``.
+* **Stream locks.** ``lock_stream`` takes a stream's lock as a lease (``SET NX PX``; renewed by
+  the holder's heartbeat, released with a token check); it never blocks. A job whose stream is
+  locked is ``defer``-red: back to the delayed set for a moment, the attempt not counted.
 * **Settle.** ``complete``/``fail``/``release`` check ownership and acknowledge + delete the
   entry in the same script; a worker that lost its lease gets :class:`LeaseLost` and must drop
   its result (results are written idempotently anyway).
 * **Retry.** A transient failure re-queues the job into a delayed set with exponential backoff;
   any worker moves due jobs back onto the stream before it reads. Permanent failures (bad video)
-  and exhausted retries end as ``failed`` with ``{code, message}``.
+  and exhausted retries end as ``failed`` with ``{code, message}``; so does a job whose every
+  allowed start died (``worker_lost``, found by the next claim). A failed analysis also moves
+  its segment from ``queued`` to ``failed`` with that error (``SegmentRepo.mark_failed``).
 
 Nothing here imports torch; the module is used by the API image.
 """
@@ -30,6 +37,8 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import redis
@@ -67,6 +76,17 @@ def _text(value: str | bytes | None) -> str | None:
 
 def _time(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(float(value), UTC) if value else None
+
+
+@dataclass(frozen=True)
+class StreamLease:
+    """A per-stream lock held by one worker: a Redis STRING ``key`` holding ``token`` that
+    expires ``ttl_s`` after its last renewal (the holder's heartbeat renews it)."""
+
+    stream_id: str
+    key: str
+    token: str
+    ttl_s: float
 
 
 # --- the queue ------------------------------------------------------------------------------
@@ -218,17 +238,26 @@ class JobQueue:
         Blocks up to ``block_s`` waiting for a new entry. Returns None when there is nothing.
         """
         self.ensure_group()
-        self.promote_due()
-        claim = self.reclaim(consumer)
-        if claim is not None:
-            return claim
-        reply = self.client.xreadgroup(
-            GROUP,
-            consumer,
-            {self.keys.jobs_stream(): ">"},
-            count=1,
-            block=max(1, int(block_s * 1000)),
-        )
+        try:
+            self.promote_due()
+            claim = self.reclaim(consumer)
+            if claim is not None:
+                return claim
+            reply = self.client.xreadgroup(
+                GROUP,
+                consumer,
+                {self.keys.jobs_stream(): ">"},
+                count=1,
+                block=max(1, int(block_s * 1000)),
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            # The stream or its group is gone (a Redis restarted without its data, or the key
+            # deleted): create them again at the next claim.
+            logger.warning("job stream has no consumer group (%s); recreating it", exc)
+            self._group_ready = False
+            return None
         for _stream, entries in reply or []:
             for entry_id, fields in entries:
                 claim = self._start(consumer, _text(entry_id), fields)
@@ -246,6 +275,59 @@ class JobQueue:
             if fields:  # None/empty: the entry was deleted meanwhile; nothing to run
                 return self._start(consumer, _text(entry_id), fields, reclaimed=True)
         return None
+
+    def requeue_expired(self, consumer: str, limit: int = 10) -> list[str]:
+        """Put jobs whose entries sat idle past the visibility timeout (their worker died)
+        back onto the stream, so that any free worker takes them now (or fail them with
+        ``worker_lost`` when every allowed start is used up). Returns their job ids.
+
+        Called by every worker's heartbeat thread, so a dead worker's job does not wait until
+        some worker has finished its current job and claims again. ``consumer`` takes the
+        entries over for the instant of the move (if it dies in between, the entries are
+        reclaimed again after the visibility timeout).
+        """
+        self.ensure_group()
+        min_idle_ms = int(self.visibility_timeout_s * 1000)
+        try:
+            reply = self.client.xautoclaim(
+                self.keys.jobs_stream(), GROUP, consumer, min_idle_ms, start_id="0-0", count=limit
+            )
+        except redis.ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            self._group_ready = False
+            return []
+        lost = self._lost_error()
+        moved = []
+        for raw_entry, fields in reply[1] if reply else []:
+            entry_id = _text(raw_entry)
+            job_id = _text((fields or {}).get(b"job_id") or (fields or {}).get("job_id"))
+            if job_id is None:  # deleted meanwhile, or not one of ours
+                self.client.xack(self.keys.jobs_stream(), GROUP, entry_id)
+                self.client.xdel(self.keys.jobs_stream(), entry_id)
+                continue
+            outcome = _text(
+                self._scripts.requeue(
+                    keys=self._queue_keys(job_id),
+                    args=[
+                        consumer,
+                        GROUP,
+                        entry_id,
+                        repr(time.time()),
+                        self.max_attempts,
+                        lost.model_dump_json(),
+                        job_id,
+                    ],
+                )
+            )
+            if outcome == "requeued":
+                logger.warning("job %s: its worker stopped renewing the lease; requeued", job_id)
+                moved.append(job_id)
+            elif outcome == "exhausted":
+                logger.warning("job %s failed: worker_lost (every attempt died)", job_id)
+                self._settle_failed_segment(job_id)
+                moved.append(job_id)
+        return moved
 
     def touch(self, claim: Claim, progress: float | None = None) -> None:
         """Refresh the lease of a running job (and set its progress 0..1 when given).
@@ -316,6 +398,7 @@ class JobQueue:
             )
             return JobStatus.QUEUED
         logger.warning("job %s failed: %s", claim.job_id, error.code)
+        self._settle_failed_segment(claim.job_id)
         return JobStatus.FAILED
 
     def release(self, claim: Claim) -> None:
@@ -327,6 +410,54 @@ class JobQueue:
         if not int(ok):
             raise LeaseLost(claim.job_id)
         logger.info("job %s released", claim.job_id)
+
+    def defer(self, claim: Claim, delay_s: float) -> None:
+        """Give a running job back for ``delay_s`` seconds without counting the attempt (its
+        stream is locked by another worker); raises LeaseLost."""
+        ok = self._scripts.defer(
+            keys=self._settle_keys(claim.job_id),
+            args=[
+                claim.consumer,
+                GROUP,
+                claim.entry_id,
+                claim.job_id,
+                repr(time.time() + max(0.0, delay_s)),
+            ],
+        )
+        if not int(ok):
+            raise LeaseLost(claim.job_id)
+        logger.info("job %s deferred for %.1fs (its stream is locked)", claim.job_id, delay_s)
+
+    # -- per-stream locks ---------------------------------------------------------------------
+
+    def lock_stream(self, stream_id: str, owner: str, ttl_s: float) -> StreamLease | None:
+        """Take the stream's lock for ``ttl_s`` (renew it with :meth:`renew_stream_lock`), or
+        None at once when another worker holds it. Never blocks. A lease that ``owner`` itself
+        left behind (one job at a time per worker) is taken over."""
+        lease = StreamLease(
+            stream_id=stream_id,
+            key=self.keys.stream_timeline_lock(stream_id),
+            token=f"{owner}:{uuid.uuid4().hex}",
+            ttl_s=ttl_s,
+        )
+        taken = self._scripts.lock_take(
+            keys=[lease.key], args=[lease.token, f"{owner}:", _ms(ttl_s)]
+        )
+        return lease if int(taken) else None
+
+    def stream_lock_remaining_s(self, stream_id: str) -> float:
+        """Seconds until the stream's lock expires unless renewed (0 when nobody holds it)."""
+        ms = int(self.client.pttl(self.keys.stream_timeline_lock(stream_id)))
+        return max(0.0, ms / 1000.0)
+
+    def renew_stream_lock(self, lease: StreamLease) -> bool:
+        """Extend the lease by its TTL; False when it expired or another worker holds it."""
+        renewed = self._scripts.lock_renew(keys=[lease.key], args=[lease.token, _ms(lease.ttl_s)])
+        return bool(int(renewed))
+
+    def unlock_stream(self, lease: StreamLease) -> bool:
+        """Release the lease (False when it was not held any more)."""
+        return bool(int(self._scripts.lock_release(keys=[lease.key], args=[lease.token])))
 
     def promote_due(self, limit: int = 100) -> int:
         """Move retried jobs whose backoff has passed back onto the stream; returns how many."""
@@ -367,7 +498,15 @@ class JobQueue:
         if not ids:
             return []
         raws = self.client.mget([self.keys.worker(i) for i in ids])
-        return [WorkerInfo.model_validate_json(r) for r in raws if r is not None]
+        live = []
+        for raw in raws:
+            if raw is None:  # the worker's key expired: its last beat is too old
+                continue
+            try:
+                live.append(WorkerInfo.model_validate_json(raw))
+            except ValueError:  # a heartbeat this version cannot read counts as no heartbeat
+                logger.warning("unreadable worker heartbeat skipped")
+        return live
 
     # -- internals ----------------------------------------------------------------------------
 
@@ -390,9 +529,7 @@ class JobQueue:
             self.client.xack(self.keys.jobs_stream(), GROUP, entry_id)
             self.client.xdel(self.keys.jobs_stream(), entry_id)
             return None
-        lost = JobError(
-            code="worker_lost", message="the workers running this job stopped without finishing"
-        )
+        lost = self._lost_error()
         outcome = _text(
             self._scripts.start(
                 keys=self._queue_keys(job_id),
@@ -409,12 +546,37 @@ class JobQueue:
         )
         if outcome != "ok":
             logger.info("entry %s of job %s not started: %s", entry_id, job_id, outcome)
+            if outcome == "exhausted":  # failed with worker_lost: no worker will settle it
+                self._settle_failed_segment(job_id)
             return None
         job = self.get(job_id)
         assert job is not None
         verb = "reclaimed" if reclaimed else "claimed"
         logger.info("job %s %s by %s (attempt %d)", job_id, verb, consumer, job.attempts)
         return Claim(job=job, entry_id=entry_id, consumer=consumer)
+
+    def _settle_failed_segment(self, job_id: str) -> None:
+        """A failed analysis fails its segment too (``queued`` -> ``failed`` with the job's
+        error), here where the job is settled, so that no path (``worker_lost`` above all,
+        which no worker sees) leaves the segment ``queued`` with no error."""
+        job = self.get(job_id)
+        if job is None or job.error is None or not isinstance(job.payload, AnalyzeSegmentPayload):
+            return
+        # service.store imports service.schemas, which imports service.jobs: import late.
+        from service.store.segments import SegmentRepo
+
+        try:
+            SegmentRepo(self.client, self.keys).mark_failed(
+                job.payload.segment_id, job.error.code, job.error.message
+            )
+        except Exception:  # the job is settled; GET /v1/segments derives the status anyway
+            logger.exception("segment of failed job %s not marked failed", job_id)
+
+    @staticmethod
+    def _lost_error() -> JobError:
+        return JobError(
+            code="worker_lost", message="the workers running this job stopped without finishing"
+        )
 
     def _delete_consumer_if_idle(self, consumer: str) -> None:
         try:
@@ -425,6 +587,10 @@ class JobQueue:
                 self.client.xgroup_delconsumer(self.keys.jobs_stream(), GROUP, consumer)
         except redis.ResponseError:  # no stream or group yet
             pass
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
 
 
 def _job_from_fields(job_id: str, fields: dict[str, str | None]) -> Job:

@@ -127,6 +127,71 @@ move(ARGV[4], 'running', 'queued')
 return 1
 """
 
+# Like RELEASE, but the job waits in the delayed set until ARGV[5] (a stream lock another
+# worker holds): the attempt is not counted. ARGV: consumer, group, entry, job_id, retry_at
+DEFER = """
+if not owns(ARGV[1], ARGV[2], ARGV[3]) then return 0 end
+local attempts = tonumber(redis.call('HGET', KEYS[1], 'attempts') or '1')
+drop_entry(ARGV[2], ARGV[3])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'worker', '', 'entry', '',
+  'attempts', math.max(0, attempts - 1))
+move(ARGV[4], 'running', 'queued')
+redis.call('ZADD', KEYS[8], ARGV[5], ARGV[4])
+return 1
+"""
+
+# An entry idle past the visibility timeout, just XAUTOCLAIMed by ARGV[1] (the reclaimer, a
+# busy worker's heartbeat): its job goes back onto the stream as a new entry (any free worker
+# takes it), or fails with worker_lost when every allowed start is used up. The attempt of the
+# dead worker stays counted. ARGV: consumer, group, entry, now, max_attempts, lost_error_json,
+# job_id
+REQUEUE = """
+local pending = redis.call('XPENDING', KEYS[2], ARGV[2], ARGV[3], ARGV[3], 1, ARGV[1])
+if #pending == 0 then return 'not_owner' end
+local f = redis.call('HMGET', KEYS[1], 'status', 'attempts', 'entry')
+local status = f[1]
+drop_entry(ARGV[2], ARGV[3])
+if not status then return 'missing' end
+if f[3] ~= ARGV[3] then return 'stale_entry' end
+if status ~= 'running' and status ~= 'queued' then return 'finished' end
+if status == 'running' and tonumber(f[2] or '0') >= tonumber(ARGV[5]) then
+  redis.call('HSET', KEYS[1], 'status', 'failed', 'finished_at', ARGV[4], 'error', ARGV[6],
+    'entry', '')
+  move(ARGV[7], status, 'failed')
+  return 'exhausted'
+end
+local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[7])
+redis.call('HSET', KEYS[1], 'status', 'queued', 'progress', '0', 'worker', '', 'entry', entry)
+move(ARGV[7], status, 'queued')
+return 'requeued'
+"""
+
+# Per-stream lock leases (a STRING holding the owner's token ``<worker>:<random>``, with a
+# TTL). Taken when free, or when it is a leftover of the same worker (which runs one job at a
+# time, so that lease belongs to a job of its own that ended without releasing it, e.g. during
+# a Redis outage); renewing and releasing check the token.
+# KEYS: lock. ARGV: token, owner prefix ('<worker>:'), ttl_ms
+LOCK_TAKE = """
+local current = redis.call('GET', KEYS[1])
+if current and string.sub(current, 1, #ARGV[2]) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+return 1
+"""
+
+# KEYS: lock. ARGV: token, ttl_ms
+LOCK_RENEW = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+
+# KEYS: lock. ARGV: token
+LOCK_RELEASE = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+
 # KEYS: delayed, stream, job. ARGV: job_id
 PROMOTE = """
 if redis.call('ZREM', KEYS[1], ARGV[1]) == 0 then return 0 end
@@ -149,6 +214,11 @@ class Scripts:
     fail: Script
     release: Script
     promote: Script
+    defer: Script
+    requeue: Script
+    lock_take: Script
+    lock_renew: Script
+    lock_release: Script
 
 
 def register(client: redis.Redis) -> Scripts:
@@ -161,4 +231,9 @@ def register(client: redis.Redis) -> Scripts:
         fail=client.register_script(_COMMON + FAIL),
         release=client.register_script(_COMMON + RELEASE),
         promote=client.register_script(PROMOTE),
+        defer=client.register_script(_COMMON + DEFER),
+        requeue=client.register_script(_COMMON + REQUEUE),
+        lock_take=client.register_script(LOCK_TAKE),
+        lock_renew=client.register_script(LOCK_RENEW),
+        lock_release=client.register_script(LOCK_RELEASE),
     )

@@ -9,10 +9,11 @@ from fastapi import APIRouter, Query
 from service.deps import AdminKey, StoreDep
 from service.errors import Unprocessable, problem_responses
 from service.routes.streams import CursorParam, Limit
+from service.routing import VigilRoute
 from service.schemas import AuditAction, AuditPage
 from service.store import InvalidCursor
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=VigilRoute)
 
 
 @router.get(

@@ -28,6 +28,7 @@ from service.jobs import (
     RenderOverlayResult,
 )
 from service.present import event_detail, job_public
+from service.routing import VigilRoute
 from service.schemas import (
     AuditAction,
     Event,
@@ -40,7 +41,7 @@ from service.schemas import (
 )
 from service.store import Store
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], route_class=VigilRoute)
 
 MAX_WAIT_S = 30.0
 MAX_CONTEXT_S = 600.0

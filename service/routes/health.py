@@ -12,9 +12,10 @@ from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from service.deps import QueueDep, StoreDep
+from service.routing import VigilRoute
 from service.schemas import Health, Readiness
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["health"], route_class=VigilRoute)
 
 
 @router.get("/healthz", response_model=Health, summary="Liveness")

@@ -7,9 +7,10 @@ from fastapi import APIRouter
 from service.deps import QueueDep, ViewerKey
 from service.errors import NotFound, problem_responses
 from service.present import job_public
+from service.routing import VigilRoute
 from service.schemas import JobPublic
 
-router = APIRouter(tags=["jobs"])
+router = APIRouter(tags=["jobs"], route_class=VigilRoute)
 
 
 @router.get(

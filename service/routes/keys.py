@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from service.deps import AdminKey, StoreDep, ViewerKey
 from service.errors import Conflict, NotFound, problem_responses
 from service.present import key_public
+from service.routing import VigilRoute
 from service.schemas import (
     ApiKeyCreate,
     ApiKeyCreated,
@@ -17,7 +18,7 @@ from service.schemas import (
     Role,
 )
 
-router = APIRouter(tags=["keys"])
+router = APIRouter(tags=["keys"], route_class=VigilRoute)
 
 
 @router.get(
@@ -31,7 +32,7 @@ def me(key: ViewerKey) -> Me:
     "/v1/admin/keys",
     status_code=201,
     response_model=ApiKeyCreated,
-    responses=problem_responses(401, 403, 422),
+    responses=problem_responses(401, 403, 413, 422),
     summary="Create an API key (the key is shown in this response only)",
 )
 def create_key(body: ApiKeyCreate, key: AdminKey, store: StoreDep) -> ApiKeyCreated:

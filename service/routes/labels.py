@@ -8,17 +8,18 @@ from service.deps import IngestKey, StoreDep, ViewerKey
 from service.errors import Unprocessable, problem_responses
 from service.routes.segments import StreamIdPath
 from service.routes.streams import CursorParam, Limit, require_stream
+from service.routing import VigilRoute
 from service.schemas import AuditAction, Label, LabelCreate, LabelsPage
 from service.store import InvalidCursor, new_id
 
-router = APIRouter(tags=["labels"])
+router = APIRouter(tags=["labels"], route_class=VigilRoute)
 
 
 @router.post(
     "/v1/streams/{stream_id}/labels",
     status_code=201,
     response_model=Label,
-    responses=problem_responses(401, 403, 404, 422),
+    responses=problem_responses(401, 403, 404, 413, 422),
     summary="Add a clinician label over an interval",
 )
 def create_label(

@@ -9,11 +9,12 @@ from fastapi import APIRouter
 from service.deps import AdminKey, SettingsDep, StoreDep
 from service.errors import Conflict, NotFound, Unprocessable, problem_responses
 from service.routes.streams import CursorParam, Limit
+from service.routing import VigilRoute
 from service.schemas import AuditAction, ModelsPage, ModelVersion, to_epoch
 from service.store import InvalidCursor
 from service.store._base import Cursor
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=VigilRoute)
 
 
 @router.get(

@@ -10,14 +10,33 @@ from starlette.concurrency import run_in_threadpool
 
 from service.deps import IngestKey, QueueDep, SettingsDep, StoreDep, ViewerKey
 from service.errors import NotFound, problem_responses
-from service.ingest import IngestRequest, ingest_segment
+from service.ingest import IngestRequest, ingest_segment, served_media_type
+from service.jobs import JobQueue, JobStatus
 from service.present import segment_public
 from service.ranges import file_response
-from service.schemas import AuditAction, SegmentPublic, UploadAccepted, UtcDatetime
+from service.routing import VigilRoute
+from service.schemas import (
+    STREAM_ID_PATTERN,
+    AuditAction,
+    ErrorInfo,
+    Segment,
+    SegmentPublic,
+    SegmentStart,
+    SegmentStatus,
+    UploadAccepted,
+)
 
-router = APIRouter(tags=["segments"])
+router = APIRouter(tags=["segments"], route_class=VigilRoute)
 
-StreamIdPath = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._-]+$")]
+StreamIdPath = Annotated[
+    str,
+    Path(
+        min_length=1,
+        max_length=128,
+        pattern=STREAM_ID_PATTERN,
+        description="`[A-Za-z0-9._-]`, not only dots.",
+    ),
+]
 
 _VIDEO_BODY = {
     "requestBody": {
@@ -52,7 +71,13 @@ async def upload_segment(
     store: StoreDep,
     queue: QueueDep,
     settings: SettingsDep,
-    start: Annotated[UtcDatetime, Query(description="Wall-clock start of the segment (ISO-8601).")],
+    start: Annotated[
+        SegmentStart,
+        Query(
+            description="Wall-clock start of the segment (ISO-8601; no offset means UTC), "
+            "from 2000-01-01 up to 2100-01-01."
+        ),
+    ],
     idempotency_key: Annotated[
         str | None, Header(alias="Idempotency-Key", min_length=1, max_length=255)
     ] = None,
@@ -71,12 +96,24 @@ async def upload_segment(
     responses=problem_responses(401, 403, 404),
     summary="A segment's metadata and analysis status",
 )
-def get_segment(segment_id: str, key: ViewerKey, store: StoreDep) -> SegmentPublic:
+def get_segment(segment_id: str, key: ViewerKey, store: StoreDep, queue: QueueDep) -> SegmentPublic:
     segment = store.segments.get(segment_id)
     if segment is None:
         raise NotFound("no such segment", code="segment_not_found")
     store.audit.append(key.key_id, AuditAction.read_segment, f"segment:{segment_id}")
-    return segment_public(segment)
+    return segment_public(_settled(segment, queue))
+
+
+def _settled(segment: Segment, queue: JobQueue) -> Segment:
+    """A ``queued`` segment whose analysis job failed for good is shown ``failed`` with the
+    job's error (the queue settles such segments; records from before it did stay queued)."""
+    if segment.status is not SegmentStatus.queued or segment.job_id is None:
+        return segment
+    job = queue.get(segment.job_id)
+    if job is None or job.status is not JobStatus.FAILED or job.error is None:
+        return segment
+    error = ErrorInfo(code=job.error.code, message=job.error.message)
+    return segment.model_copy(update={"status": SegmentStatus.failed, "error": error})
 
 
 @router.get(
@@ -100,7 +137,8 @@ async def get_segment_video(
     path = settings.data_dir / segment.path if segment is not None else None
     if segment is None or path is None or not path.is_file():
         raise NotFound("no such segment video", code="segment_not_found")
-    response = file_response(path, segment.content_type, range_header)
+    media_type = await run_in_threadpool(served_media_type, path, segment.content_type)
+    response = file_response(path, media_type, range_header)
     await run_in_threadpool(
         store.audit.append, key.key_id, AuditAction.read_video, f"segment:{segment_id}"
     )

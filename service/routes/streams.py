@@ -10,10 +10,11 @@ from service.deps import StoreDep, ViewerKey
 from service.errors import NotFound, Unprocessable, problem_responses
 from service.present import event_public
 from service.routes.segments import StreamIdPath
+from service.routing import VigilRoute
 from service.schemas import AuditAction, EventsPage, StreamsPage, UtcDatetime
 from service.store import EventQuery, InvalidCursor, Store
 
-router = APIRouter(tags=["streams"])
+router = APIRouter(tags=["streams"], route_class=VigilRoute)
 
 Limit = Annotated[int, Query(ge=1, le=1000, description="Page size.")]
 CursorParam = Annotated[

@@ -17,11 +17,12 @@ from service.jobs import (
 )
 from service.present import job_public
 from service.routes.streams import CursorParam, Limit
+from service.routing import VigilRoute
 from service.schemas import AuditAction, TrainingJobPublic, TrainingJobsPage
 from service.store import InvalidCursor
 from service.store._base import Cursor
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=VigilRoute)
 _LISTING = "training_jobs"
 
 
@@ -36,7 +37,7 @@ def training_public(job: Job) -> TrainingJobPublic:
     "/v1/admin/training-jobs",
     status_code=202,
     response_model=TrainingJobPublic,
-    responses=problem_responses(401, 403, 422, 503),
+    responses=problem_responses(401, 403, 413, 422, 503),
     summary="Retrain the active model on labeled intervals (supervised or ATCON)",
 )
 def create_training_job(

@@ -6,7 +6,11 @@ import hashlib
 import hmac
 import re
 import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
+
+import redis
+from redis.commands.core import Script
 
 from service.schemas import (
     ApiKey,
@@ -26,6 +30,7 @@ from service.store._base import Cursor, InvalidCursor, Repo, paginate, scan_zset
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
 AUDIT_MAXLEN = 100_000
 IDEMPOTENCY_TTL_S = 24 * 3600
+IDEMPOTENCY_PENDING_TTL_S = 60.0
 KEY_PREFIX = "vgl_"
 
 
@@ -144,6 +149,49 @@ class ApiKeyRepo(Repo):
             pipe.execute()
         return record, plaintext
 
+    def import_bootstrap(
+        self, plaintext: str, name: str = "bootstrap-admin"
+    ) -> Literal["created", "live", "revoked"]:
+        """Import ``VIGIL_BOOTSTRAP_ADMIN_KEY`` once: ``created`` the first time, then ``live``,
+        or ``revoked`` once an admin revoked it (it is never created again).
+
+        Every imported value is remembered by its hash in ``apikeys:bootstrapped``; one
+        WATCH/MULTI transaction makes two API processes starting at once create one key.
+        Values imported before that set existed count as imported when a key record (live or
+        revoked) has their hash.
+        """
+        digest = hash_key(plaintext)
+        marker, by_hash = self.keys.api_keys_bootstrapped(), self.keys.api_key_hashes()
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(marker, by_hash, self.keys.api_keys())
+                    live = pipe.hget(by_hash, digest) is not None
+                    if pipe.sismember(marker, digest):
+                        pipe.unwatch()
+                        return "live" if live else "revoked"
+                    known = live or any(
+                        ApiKey.model_validate_json(raw).key_hash == digest
+                        for raw in pipe.hvals(self.keys.api_keys())
+                    )
+                    pipe.multi()
+                    pipe.sadd(marker, digest)
+                    if not known:
+                        record = ApiKey(
+                            key_id=secrets.token_hex(6),
+                            name=name,
+                            role=Role.admin,
+                            key_hash=digest,
+                        )
+                        pipe.hset(self.keys.api_keys(), record.key_id, record.model_dump_json())
+                        pipe.hset(by_hash, digest, record.key_id)
+                    pipe.execute()
+                except redis.WatchError:
+                    continue
+                if not known:
+                    return "created"
+                return "live" if live else "revoked"
+
     def get(self, key_id: str) -> ApiKey | None:
         """A key record or None."""
         raw = self.r.hget(self.keys.api_keys(), key_id)
@@ -237,38 +285,123 @@ def _audit_entry(entry_id: str, fields: dict[str, str]) -> AuditEntry:
     )
 
 
+# A pending claim is only renewed or released by the request that holds it (its ``owner``
+# token): a request whose claim lapsed must not touch a later request's claim.
+_PENDING_OWNED_BY = """
+local function owned(raw, owner)
+  if not raw then return false end
+  local ok, rec = pcall(cjson.decode, raw)
+  return ok and rec['state'] == 'pending' and rec['owner'] == owner
+end
+"""
+# KEYS: record. ARGV: owner, ttl_ms
+_RENEW = (
+    _PENDING_OWNED_BY
+    + """
+if not owned(redis.call('GET', KEYS[1]), ARGV[1]) then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"""
+)
+# KEYS: record. ARGV: owner, record_json, ttl_ms (a lapsed claim nobody took is completed too)
+_COMPLETE = (
+    _PENDING_OWNED_BY
+    + """
+local raw = redis.call('GET', KEYS[1])
+if raw and not owned(raw, ARGV[1]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+return 1
+"""
+)
+# KEYS: record. ARGV: owner
+_RELEASE = (
+    _PENDING_OWNED_BY
+    + """
+if not owned(redis.call('GET', KEYS[1]), ARGV[1]) then return 0 end
+redis.call('DEL', KEYS[1])
+return 1
+"""
+)
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
 @dataclass
 class IdempotencyRepo(Repo):
-    """``Idempotency-Key`` records, per API key, kept ``IDEMPOTENCY_TTL_S``."""
+    """``Idempotency-Key`` records, per API key.
 
-    def begin(self, key_id: str, idem_key: str, request: str) -> IdempotencyRecord | None:
-        """Claim the key for a new request; returns the existing record if already claimed."""
+    A request first *claims* the key with a pending record that lives ``pending_ttl_s``
+    (default 60 s) and that the request renews while it runs (:meth:`renew`), so the claim
+    of a request that died (API killed mid-upload) lapses within a minute instead of blocking
+    the key. The finished request binds the key to its response and to the sha256 of the
+    video it uploaded, kept ``IDEMPOTENCY_TTL_S`` (24 h).
+    """
+
+    _renew: Script = field(init=False, repr=False)
+    _complete: Script = field(init=False, repr=False)
+    _release: Script = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._renew = self.r.register_script(_RENEW)
+        self._complete = self.r.register_script(_COMPLETE)
+        self._release = self.r.register_script(_RELEASE)
+
+    def begin(
+        self,
+        key_id: str,
+        idem_key: str,
+        request: str,
+        *,
+        owner: str = "-",
+        ttl_s: float = IDEMPOTENCY_PENDING_TTL_S,
+    ) -> IdempotencyRecord | None:
+        """Claim the key for a new request (pending for ``ttl_s``); returns the existing record
+        if it is claimed or done already."""
         key = self.keys.idempotency(key_id, idem_key)
-        pending = IdempotencyRecord(state="pending", request=request)
-        if self.r.set(key, pending.model_dump_json(), nx=True, ex=IDEMPOTENCY_TTL_S):
-            return None
-        raw = self.r.get(key)
-        # Expired between SET NX and GET: claim again.
-        return (
-            IdempotencyRecord.model_validate_json(raw)
-            if raw
-            else self.begin(key_id, idem_key, request)
-        )
+        pending = IdempotencyRecord(state="pending", request=request, owner=owner)
+        while True:
+            if self.r.set(key, pending.model_dump_json(), nx=True, px=_ms(ttl_s)):
+                return None
+            raw = self.r.get(key)
+            if raw:  # else it expired between SET NX and GET: claim again
+                return IdempotencyRecord.model_validate_json(raw)
+
+    def renew(
+        self, key_id: str, idem_key: str, *, owner: str, ttl_s: float = IDEMPOTENCY_PENDING_TTL_S
+    ) -> bool:
+        """Extend a pending claim held by ``owner`` by ``ttl_s``; False when it is not theirs."""
+        key = self.keys.idempotency(key_id, idem_key)
+        return int(self._renew(keys=[key], args=[owner, _ms(ttl_s)])) == 1
 
     def complete(
-        self, key_id: str, idem_key: str, request: str, status_code: int, response: UploadAccepted
-    ) -> None:
-        """Bind the key to the response of the request that claimed it."""
+        self,
+        key_id: str,
+        idem_key: str,
+        request: str,
+        status_code: int,
+        response: UploadAccepted,
+        *,
+        owner: str = "-",
+        body_sha256: str | None = None,
+    ) -> bool:
+        """Bind the key to the response of the request that claimed it (for 24 h); False when
+        another request holds the key now (this one's claim had lapsed)."""
         record = IdempotencyRecord(
-            state="done", request=request, status_code=status_code, response=response
+            state="done",
+            request=request,
+            status_code=status_code,
+            response=response,
+            body_sha256=body_sha256,
         )
-        self.r.set(
-            self.keys.idempotency(key_id, idem_key), record.model_dump_json(), ex=IDEMPOTENCY_TTL_S
-        )
+        key = self.keys.idempotency(key_id, idem_key)
+        args = [owner, record.model_dump_json(), _ms(IDEMPOTENCY_TTL_S)]
+        return int(self._complete(keys=[key], args=args)) == 1
 
-    def release(self, key_id: str, idem_key: str) -> None:
+    def release(self, key_id: str, idem_key: str, *, owner: str = "-") -> None:
         """Forget a claim whose request failed, so the client may retry with the same key."""
-        self.r.delete(self.keys.idempotency(key_id, idem_key))
+        self._release(keys=[self.keys.idempotency(key_id, idem_key)], args=[owner])
 
 
 __all__ = [

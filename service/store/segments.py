@@ -5,10 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
+import redis
+
 from service.schemas import (
+    ErrorInfo,
     FramePoint,
     FrameScores,
     Segment,
+    SegmentStatus,
     StreamSummary,
     from_epoch,
     to_epoch,
@@ -42,6 +46,31 @@ class SegmentRepo(Repo):
         if self.r.zcard(self.keys.stream_segments(sid)) == 0:
             self.r.zrem(self.keys.streams(), sid)
             self.r.zrem(self.keys.streams_last_end(), sid)
+
+    def mark_failed(self, segment_id: str, code: str, message: str) -> bool:
+        """Settle a segment whose analysis job failed for good: ``queued`` -> ``failed`` with
+        ``{code, message}`` (one WATCH/MULTI step). A segment that is not queued any more
+        (analysed, or already failed) is left alone. Returns whether it changed."""
+        key = self.keys.segment(segment_id)
+        with self.r.pipeline(transaction=True) as pipe:
+            while True:
+                try:
+                    pipe.watch(key)
+                    raw = pipe.get(key)
+                    segment = Segment.model_validate_json(raw) if raw else None
+                    if segment is None or segment.status is not SegmentStatus.queued:
+                        pipe.unwatch()
+                        return False
+                    error = ErrorInfo(code=code, message=message)
+                    failed = segment.model_copy(
+                        update={"status": SegmentStatus.failed, "error": error}
+                    )
+                    pipe.multi()
+                    pipe.set(key, failed.model_dump_json())
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
 
     def get(self, segment_id: str) -> Segment | None:
         """The segment or None."""

@@ -227,3 +227,78 @@ def test_heartbeats_expire(queue: JobQueue) -> None:
     queue.heartbeat(info.model_copy(update={"beat_at": datetime.now(UTC)}))
     queue.remove_worker("w1")
     assert queue.live_workers() == []
+
+
+def test_expired_job_is_requeued_by_a_busy_workers_reclaimer(queue: JobQueue) -> None:
+    job = queue.enqueue(_payload())
+    dead = queue.claim("dead", block_s=0.1)
+    assert queue.requeue_expired("busy") == []  # not yet past the visibility timeout
+    time.sleep(0.35)
+    assert queue.requeue_expired("busy") == [job.job_id]
+    requeued = queue.get(job.job_id)
+    assert (requeued.status, requeued.attempts, requeued.worker) == (JobStatus.QUEUED, 1, None)
+    assert queue.counts()[JobStatus.RUNNING] == 0 and queue.depth() == 1
+    with pytest.raises(LeaseLost):
+        queue.touch(dead)
+    again = queue.claim("free", block_s=0.1)  # a plain read of the stream: a new entry
+    assert again is not None and again.job_id == job.job_id and again.job.attempts == 2
+    queue.complete(again, _result("fresh"))
+    assert queue.client.xpending(queue.keys.jobs_stream(), "workers")["pending"] == 0
+
+
+def test_requeue_of_a_job_out_of_attempts_fails_it_as_worker_lost(queue: JobQueue) -> None:
+    job = queue.enqueue(_payload())
+    for name in ("w1", "w2"):  # max_attempts = 2 starts, both die
+        assert queue.claim(name, block_s=0.1) is not None
+        time.sleep(0.35)
+        if name == "w1":
+            assert queue.requeue_expired("reaper") == [job.job_id]
+    assert queue.requeue_expired("reaper") == [job.job_id]
+    failed = queue.get(job.job_id)
+    assert failed.status is JobStatus.FAILED and failed.error.code == "worker_lost"
+    assert queue.claim("w3", block_s=0.05) is None
+
+
+def test_stream_lock_is_a_lease_and_never_blocks(queue: JobQueue) -> None:
+    lease = queue.lock_stream("bed-1", "w1", ttl_s=0.5)
+    assert lease is not None and lease.token.startswith("w1:")
+    assert queue.lock_stream("bed-1", "w2", ttl_s=0.5) is None  # held: None at once
+    assert queue.lock_stream("bed-2", "w2", ttl_s=0.5) is not None  # other streams are free
+    assert 0.0 < queue.stream_lock_remaining_s("bed-1") <= 0.5
+    assert queue.renew_stream_lock(lease)
+    assert queue.unlock_stream(lease) and not queue.unlock_stream(lease)
+    assert queue.stream_lock_remaining_s("bed-1") == 0.0
+    stale = queue.lock_stream("bed-1", "w1", ttl_s=0.2)
+    time.sleep(0.25)  # the holder died: its lease expires by itself
+    taken = queue.lock_stream("bed-1", "w2", ttl_s=0.5)
+    assert taken is not None
+    assert not queue.renew_stream_lock(stale) and not queue.unlock_stream(stale)
+    assert queue.renew_stream_lock(taken)
+    # A lease w2 left behind (a job that ended without releasing it) is w2's to take again.
+    assert queue.lock_stream("bed-1", "w2", ttl_s=0.5) is not None
+    assert queue.lock_stream("bed-1", "w22", ttl_s=0.5) is None  # a prefix is not the owner
+
+
+def test_defer_gives_the_job_back_for_a_while_without_counting_the_attempt(
+    queue: JobQueue,
+) -> None:
+    job = queue.enqueue(_payload())
+    claim = queue.claim("w1", block_s=0.1)
+    queue.defer(claim, 0.2)
+    deferred = queue.get(job.job_id)
+    assert (deferred.status, deferred.attempts) == (JobStatus.QUEUED, 0)
+    assert queue.claim("w2", block_s=0.05) is None  # waiting out its delay
+    with pytest.raises(LeaseLost):
+        queue.complete(claim, _result("stale"))
+    time.sleep(0.25)
+    again = queue.claim("w2", block_s=0.1)
+    assert again is not None and again.job.attempts == 1
+
+
+def test_claim_recreates_a_lost_consumer_group(queue: JobQueue) -> None:
+    queue.enqueue(_payload())
+    queue.client.delete(queue.keys.jobs_stream())  # e.g. Redis restarted without its data
+    assert queue.claim("w1", block_s=0.05) is None  # NOGROUP: no error, the group is recreated
+    job = queue.enqueue(_payload(1))
+    claim = queue.claim("w1", block_s=0.1)
+    assert claim is not None and claim.job_id == job.job_id

@@ -3,6 +3,10 @@ stand-in for the worker that writes results through the store as ``worker.handle
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +22,7 @@ from service.config import Settings
 from service.jobs import AnalyzeSegmentResult, JobQueue
 from service.main import create_app
 from service.schemas import Event, FrameScores, Role, SegmentStatus, to_epoch
+from service.server import uvicorn_config
 from service.store import Store
 from tests.support.clips import square_event_frames, write_clip
 
@@ -144,3 +149,75 @@ def upload(api: Api, clip: Path, stream: str = "bed-1", start: datetime = T0, **
         content=clip.read_bytes(),
         headers={**api.auth(Role.ingest), "Content-Type": "video/mp4", **headers},
     )
+
+
+@dataclass
+class LiveApi:
+    """The app served by uvicorn (Vigil's protocol class) in a thread, on a real socket."""
+
+    port: int
+    store: Store
+    queue: JobQueue
+    settings: Settings
+    keys: dict[Role, str]
+
+    def connect(self, timeout_s: float = 5.0) -> socket.socket:
+        """A new TCP connection to the server."""
+        conn = socket.create_connection(("127.0.0.1", self.port), timeout=timeout_s)
+        conn.settimeout(timeout_s)
+        return conn
+
+
+def read_response(conn: socket.socket) -> tuple[int, dict[str, str], bytes]:
+    """Read one HTTP/1.1 response (status, lower-case headers, body) with Content-Length."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        name, _, value = line.partition(":")
+        headers[name.strip().lower()] = value.strip()
+    length = int(headers.get("content-length", "0"))
+    while len(body) < length:
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        body += chunk
+    return int(lines[0].split()[1]), headers, body
+
+
+@contextlib.contextmanager
+def live_server(settings: Settings) -> Iterator[LiveApi]:
+    """Serve ``create_app(settings)`` with ``service.server.uvicorn_config`` until exit."""
+    import uvicorn
+
+    app = create_app(settings)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn_config(app, log_level="warning", access_log=False))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "the test server did not start"
+        time.sleep(0.02)
+    try:
+        store: Store = app.state.store
+        keys = {role: store.api_keys.create(f"live-{role.value}", role)[1] for role in Role}
+        yield LiveApi(port, store, app.state.queue, settings, keys)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+@pytest.fixture
+def live_api(settings: Settings) -> Iterator[LiveApi]:
+    with live_server(settings) as live:
+        yield live

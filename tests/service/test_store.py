@@ -197,5 +197,24 @@ def test_idempotency_claim_complete_release(store: Store) -> None:
     done = store.idempotency.begin("k", "abc", "POST /x")
     assert done.state == "done" and done.response.job_id == "j"
     assert store.idempotency.begin("other-key", "abc", "POST /x") is None
-    store.idempotency.release("k", "abc")
-    assert store.idempotency.begin("k", "abc", "POST /x") is None
+    store.idempotency.release("other-key", "abc")  # a failed request frees its claim
+    assert store.idempotency.begin("other-key", "abc", "POST /x") is None
+
+
+def test_only_the_owner_renews_completes_or_releases_a_claim(store: Store) -> None:
+    repo = store.idempotency
+    done = UploadAccepted(segment_id="s", job_id="j")
+    assert repo.begin("k", "x", "POST /a", owner="first", ttl_s=30) is None
+    store.r.delete(store.keys.idempotency("k", "x"))  # the first request's claim lapsed
+    assert repo.begin("k", "x", "POST /a", owner="second", ttl_s=30) is None
+    assert not repo.renew("k", "x", owner="first", ttl_s=30)
+    assert not repo.complete("k", "x", "POST /a", 202, done, owner="first")
+    repo.release("k", "x", owner="first")
+    held = repo.begin("k", "x", "POST /a", owner="third")
+    assert held.state == "pending" and held.owner == "second"
+    assert repo.renew("k", "x", owner="second", ttl_s=30)
+    assert repo.complete("k", "x", "POST /a", 202, done, owner="second", body_sha256="ab")
+    finished = repo.begin("k", "x", "POST /a")
+    assert finished.state == "done" and finished.body_sha256 == "ab"
+    repo.release("k", "x", owner="second")  # a finished request is not released
+    assert repo.begin("k", "x", "POST /a").state == "done"
