@@ -9,7 +9,8 @@ container (415 ``not_a_video``) -> store + enqueue.
 ``VIGIL_IDEMPOTENCY_PENDING_TTL_S`` (60 s) and is renewed while the request runs, so the key of
 a request that died with the API is free again within a minute. The done record keeps the
 response and the sha256 of the video for 24 h; a replay must send the same video (its bytes
-are read and hashed, not stored), else it gets 422 ``idempotency_key_reused``.
+are read and hashed, not stored), else it gets 409 ``idempotency_body_mismatch``; a replay for
+another stream or start gets 422 ``idempotency_key_reused``.
 """
 
 from __future__ import annotations
@@ -201,7 +202,8 @@ async def _replay(
     if existing.body_sha256 is not None:  # records from before digests were kept have none
         received = await receive_video(request, None, settings.max_upload_bytes)
         if received.sha256 != existing.body_sha256:
-            raise _key_reused("this Idempotency-Key was used with a different video")
+            raise Conflict("this Idempotency-Key was used with a different video",
+                           code="idempotency_body_mismatch")
     logger.info("idempotent replay of segment %s", existing.response.segment_id)
     return existing.response
 

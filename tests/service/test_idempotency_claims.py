@@ -117,7 +117,7 @@ def test_replay_with_another_video_is_refused(api: Api, clip: Path, tmp_path: Pa
     )
     assert multipart.status_code == 202 and multipart.json() == first.json()
     reused = upload(api, other, **{"Idempotency-Key": "rec-4"})
-    assert_problem(reused, 422, "idempotency_key_reused")
+    assert_problem(reused, 409, "idempotency_body_mismatch")
     assert api.queue.depth() == 1
     assert len(list((api.settings.data_dir / "segments").iterdir())) == 1
 
