@@ -128,10 +128,20 @@ def write_intervals(path: Path, intervals: list[Interval]) -> None:
             writer.writerow([iv.clip, iv.label, f"{iv.start_s:.3f}", f"{iv.end_s:.3f}"])
 
 
+def coco_split(data: Path, size: int) -> tuple[FrameSet, FrameSet]:
+    """COCO128's person set (``data/coco128-person``): images 0-95 train, 96-127 validate."""
+    from lab.realdata import yolo_person_frameset
+
+    root = data / "coco128-person"
+    images = sorted(p.name for p in (root / "images" / "train").iterdir())
+    train, _ = yolo_person_frameset(root, CLASSES, size=size, images=images[:COCO_TRAIN])
+    val, _ = yolo_person_frameset(root, CLASSES, size=size, images=images[COCO_TRAIN:])
+    return train, val
+
+
 def build_sets(data: Path, split: Split, size: int, cache_dir: Path | None):
     """``(labeled, val, clip lists, held-out intervals)`` of the recipe."""
     from lab.realdata import median_backgrounds, oversample, sample_labeled_clips
-    from lab.realdata import yolo_person_frameset as yolo
 
     upfall_iv = read_intervals(data / "upfall-s1" / "labels.csv")
     gmd_iv = read_intervals(data / "gmdcsa24" / "labels.csv")
@@ -142,10 +152,7 @@ def build_sets(data: Path, split: Split, size: int, cache_dir: Path | None):
         return sample_labeled_clips(data, intervals, names, CLASSES, size=size,
                                     cache_dir=cache_dir).frames
 
-    coco_root = data / "coco128-person"
-    images = sorted(p.name for p in (coco_root / "images" / "train").iterdir())
-    coco_train, _ = yolo(coco_root, CLASSES, size=size, images=images[:COCO_TRAIN])
-    coco_val, _ = yolo(coco_root, CLASSES, size=size, images=images[COCO_TRAIN:])
+    coco_train, coco_val = coco_split(data, size)
     walking = [c for c in lists["train"] if Path(c).stem.startswith("A6_")
                and upfall_camera(c) == "Cam1"]
     rooms = median_backgrounds(data, walking, CLASSES, size=size, cache_dir=cache_dir)
@@ -262,7 +269,6 @@ def build_shipped_sets(data: Path, size: int, cache_dir: Path | None, progress: 
     shipping derived weights (COCO's CC BY annotations, GMDCSA24's MIT licence, generated rooms;
     never UP-Fall, which is for research use)."""
     from lab.realdata import oversample, sample_labeled_clips
-    from lab.realdata import yolo_person_frameset as yolo
     from lab.recipes import GENERATED_RECIPE, render_corpus
 
     gmd_iv = read_intervals(data / "gmdcsa24" / "labels.csv")
@@ -274,10 +280,7 @@ def build_shipped_sets(data: Path, size: int, cache_dir: Path | None, progress: 
         return sample_labeled_clips(data, gmd_iv, names, CLASSES, size=size,
                                     cache_dir=cache_dir).frames
 
-    coco_root = data / "coco128-person"
-    images = sorted(p.name for p in (coco_root / "images" / "train").iterdir())
-    coco_train, _ = yolo(coco_root, CLASSES, size=size, images=images[:COCO_TRAIN])
-    coco_val, _ = yolo(coco_root, CLASSES, size=size, images=images[COCO_TRAIN:])
+    coco_train, coco_val = coco_split(data, size)
     rooms = render_corpus(GENERATED_RECIPE.train, CLASSES, size, "render rooms", progress).frames
     rooms_val = render_corpus(GENERATED_RECIPE.val, CLASSES, size, "render val", progress).frames
 
