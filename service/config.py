@@ -42,6 +42,23 @@ class Settings(BaseSettings):
     max_segment_duration_s: float = Field(default=900.0, gt=0)
     max_frame_pixels: int = Field(default=3840 * 2160, gt=0)
     queue_max_length: int = Field(default=1000, gt=0)
+    disk_budget_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Most bytes of stored segment videos in total (0: no budget); uploads "
+        "beyond it get 507 `insufficient_storage`. Size it below the data volume.",
+    )
+    stream_disk_budget_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="Most bytes of stored segment videos per stream (0: no budget); 507.",
+    )
+    upload_rate_per_minute: int = Field(
+        default=600,
+        ge=0,
+        description="Uploads one API key may start per minute (fixed window; 0: no limit); "
+        "more get 429 `rate_limited`.",
+    )
     idempotency_pending_ttl_s: float = Field(
         default=60.0,
         gt=0,
@@ -79,6 +96,12 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="Longest wait of a worker between two tries to reach Redis again.",
+    )
+
+    audit_retention_days: float = Field(
+        default=365.0,
+        gt=0,
+        description="Audit entries older than this are trimmed (by time, never by count).",
     )
 
     # HTTP

@@ -1,9 +1,20 @@
 """Segment ingest: idempotency, streaming to disk, probing, storing, enqueueing the analysis.
 
 Order of checks (cheap before expensive, and a retried request answered before any limit):
-media type (415) -> declared length (413) -> ``Idempotency-Key`` replay -> queue depth (503)
--> body to disk with a running byte limit (413) -> probe (413/415/422) -> container is a video
-container (415 ``not_a_video``) -> store + enqueue.
+media type (415) -> declared length (413) -> ``Idempotency-Key`` replay -> upload rate of the
+key (429 ``rate_limited``) -> queue depth (503) -> declared length against the disk budgets
+(507 ``insufficient_storage``) -> body to disk with a running byte limit (413) -> probe
+(413/415/422) -> container is a video container (415 ``not_a_video``) -> commit.
+
+The commit is one Lua script (``service.jobs.scripts.COMMIT_UPLOAD``): it checks the queue
+depth and the disk budgets against the actual size, then writes the segment record, the
+analysis job, the audit entry and the disk byte counters, all or nothing. If it fails, nothing
+was written and the video file is removed (503 ``redis_unavailable``, 503 ``queue_full``, 507);
+if Redis became unreachable with the script sent, the job record is looked up: present means
+the commit was applied (202, the video stays); when even that cannot be told, the video is kept
+(logged with the segment id) and the client gets 503. Stored bytes are only ever added
+(segments are never deleted by the service); an operator who removes videos resets
+``{p}disk:*`` (docs/operations.md).
 
 ``Idempotency-Key``: the first request claims the key with a pending record that lives
 ``VIGIL_IDEMPOTENCY_PENDING_TTL_S`` (60 s) and is renewed while the request runs, so the key of
@@ -17,17 +28,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
 
 import anyio
 import av
+import redis
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -40,15 +53,26 @@ from service.errors import (
     Unprocessable,
     UnsupportedMediaType,
 )
-from service.jobs import AnalyzeSegmentPayload, JobQueue, QueueFull, new_job_id
-from service.schemas import ApiKey, AuditAction, IdempotencyRecord, Segment, UploadAccepted
+from service.jobs import AnalyzeSegmentPayload, JobQueue, new_job_id
+from service.schemas import (
+    ApiKey,
+    AuditAction,
+    IdempotencyRecord,
+    Segment,
+    UploadAccepted,
+    to_epoch,
+)
 from service.store import Store, new_id
-from service.upload import check_media_type, receive_video
+from service.upload import check_media_type, media_type, receive_video
 from worker.probe import DecodeError, ProbeResult, VideoLimits, probe
 
 logger = logging.getLogger(__name__)
 
 RETRY_AFTER_S = 10
+STORAGE_RETRY_AFTER_S = 300
+MULTIPART_FRAMING = 64 * 1024
+UPLOAD_ROUTE = "POST /v1/streams/{stream_id}/segments"
+_clock = time.time  # the rate limit's clock (tests set it)
 PART_SUFFIX = ".part"
 # Probe codes that say "too big" (413) or "not a video" (415); every other code is 422.
 _TOO_BIG = {"too_long", "too_large"}
@@ -152,7 +176,7 @@ async def ingest_segment(
     """Accept one segment (see the module docstring); raises :class:`ApiError` subclasses."""
     check_media_type(request)
     declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
+    if declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_FRAMING:
         raise PayloadTooLarge(f"the upload exceeds the limit of {settings.max_upload_bytes} bytes")
     signature = f"POST /v1/streams/{upload.stream_id}/segments?start={upload.start.isoformat()}"
     if upload.idempotency_key is None:
@@ -202,8 +226,10 @@ async def _replay(
     if existing.body_sha256 is not None:  # records from before digests were kept have none
         received = await receive_video(request, None, settings.max_upload_bytes)
         if received.sha256 != existing.body_sha256:
-            raise Conflict("this Idempotency-Key was used with a different video",
-                           code="idempotency_body_mismatch")
+            raise Conflict(
+                "this Idempotency-Key was used with a different video",
+                code="idempotency_body_mismatch",
+            )
     logger.info("idempotent replay of segment %s", existing.response.segment_id)
     return existing.response
 
@@ -241,8 +267,12 @@ async def _accept(
     request: Request, store: Store, queue: JobQueue, settings: Settings, upload: IngestRequest
 ) -> tuple[UploadAccepted, str]:
     """Store, probe and queue the upload; the response and the video's sha256."""
+    await run_in_threadpool(_check_rate, store, upload.key.key_id, settings.upload_rate_per_minute)
     if await run_in_threadpool(queue.depth) >= queue.max_length:
         raise _queue_full()
+    await run_in_threadpool(
+        _check_budget, store, settings, upload.stream_id, _declared_video_bytes(request)
+    )
     segment_id = new_id("seg")
     folder = settings.data_dir / "segments"
     folder.mkdir(parents=True, exist_ok=True)
@@ -274,12 +304,26 @@ async def _accept(
     )
     try:
         accepted = await run_in_threadpool(
-            _store_and_enqueue, store, queue, segment, upload.key.key_id
+            _commit, store, queue, settings, segment, upload.key.key_id
         )
+    except _CommitUnknown as exc:
+        # The commit may have been applied: keep the video (its job would need it), say so.
+        logger.error("upload commit of segment %s: outcome unknown, video kept", segment_id)
+        raise redis.ConnectionError("upload commit outcome unknown") from exc
     except BaseException:
-        final.unlink(missing_ok=True)
+        final.unlink(missing_ok=True)  # nothing was committed: nothing may stay behind
         raise
     return accepted, received.sha256
+
+
+def _declared_video_bytes(request: Request) -> int:
+    """The video bytes the request declares (``Content-Length``, less the multipart framing
+    allowance); 0 when it declares none (chunked)."""
+    declared = request.headers.get("content-length", "")
+    if not declared.isdigit():
+        return 0
+    framing = MULTIPART_FRAMING if media_type(request)[0] == "multipart/form-data" else 0
+    return max(0, int(declared) - framing)
 
 
 def _segment(
@@ -306,30 +350,141 @@ def _segment(
     )
 
 
-def _store_and_enqueue(
-    store: Store, queue: JobQueue, segment: Segment, key_id: str
+def _commit(
+    store: Store, queue: JobQueue, settings: Settings, segment: Segment, key_id: str
 ) -> UploadAccepted:
+    """Store the segment, queue its job, write its audit entry and count its bytes: one Lua
+    script (``scripts.COMMIT_UPLOAD``), all or nothing. Raises 503 ``queue_full``, 507
+    ``insufficient_storage``, or the Redis error when the store cannot be reached."""
     assert segment.job_id is not None
-    store.segments.put(segment)
     payload = AnalyzeSegmentPayload(
         stream_id=segment.stream_id,
         segment_id=segment.segment_id,
         video_path=segment.path,
         start=segment.start,
     )
+    keys = store.keys
     try:
-        job = queue.enqueue(payload, job_id=segment.job_id)
-    except QueueFull as exc:
-        store.segments.delete(segment)
-        raise _queue_full() from exc
-    store.audit.append(key_id, AuditAction.upload_segment, f"segment:{segment.segment_id}")
+        outcome, _ = queue.commit_upload(
+            payload,
+            job_id=segment.job_id,
+            upload_keys=[
+                keys.segment(segment.segment_id),
+                keys.stream_segments(segment.stream_id),
+                keys.streams(),
+                keys.streams_last_end(),
+                keys.audit(),
+                keys.disk_bytes(),
+                keys.stream_disk_bytes(segment.stream_id),
+            ],
+            upload_args=[
+                segment.segment_id,
+                segment.model_dump_json(),
+                segment.stream_id,
+                repr(to_epoch(segment.start)),
+                repr(to_epoch(segment.end)),
+                segment.size_bytes,
+                settings.disk_budget_bytes,
+                settings.stream_disk_budget_bytes,
+                *_audit_fields(key_id, segment.segment_id),
+            ],
+        )
+    except redis.RedisError:
+        if _committed(queue, segment.job_id):  # applied, but its reply was lost
+            logger.warning("upload commit of segment %s applied; reply lost", segment.segment_id)
+            outcome = "ok"
+        else:
+            raise
+    if outcome == "full":
+        raise _queue_full()
+    if outcome == "disk_budget":
+        raise _insufficient_storage("the disk budget of all streams is used up")
+    if outcome == "stream_budget":
+        raise _insufficient_storage("the disk budget of this stream is used up")
+    if outcome != "ok":  # 'exists': a fresh job id cannot exist
+        raise RuntimeError(f"upload commit of segment {segment.segment_id}: {outcome}")
     logger.info(
         "segment %s of stream %s queued as job %s",
         segment.segment_id,
         segment.stream_id,
-        job.job_id,
+        segment.job_id,
     )
-    return UploadAccepted(segment_id=segment.segment_id, job_id=job.job_id)
+    return UploadAccepted(segment_id=segment.segment_id, job_id=segment.job_id)
+
+
+def _audit_fields(key_id: str, segment_id: str) -> list[str]:
+    """The upload's audit entry as field/value pairs, the fields ``AuditRepo`` reads (each
+    upload's resource is new, so the entry never coalesces with another call's)."""
+    now = datetime.now(UTC)
+    fields = {
+        "time": repr(now.timestamp()),
+        "key_id": key_id,
+        "key_hash": "",
+        "action": AuditAction.upload_segment.value,
+        "route": UPLOAD_ROUTE,
+        "resource": f"segment:{segment_id}",
+        "status": "202",
+        "day": now.strftime("%Y%m%d"),
+    }
+    return [part for pair in fields.items() for part in pair]
+
+
+class _CommitUnknown(Exception):
+    """Whether the commit happened cannot be told (Redis unreachable after it was sent)."""
+
+
+def _committed(queue: JobQueue, job_id: str) -> bool:
+    """Whether the commit of ``job_id`` was applied (the job record exists); raises
+    :class:`_CommitUnknown` when Redis cannot answer."""
+    try:
+        return queue.get(job_id) is not None
+    except redis.RedisError as exc:
+        raise _CommitUnknown(job_id) from exc
+
+
+def _check_rate(store: Store, key_id: str, per_minute: int) -> None:
+    """429 ``rate_limited`` past ``per_minute`` uploads of this key in the current minute (a
+    fixed-window counter in Redis, shared by every API process)."""
+    if per_minute <= 0:
+        return
+    now = _clock()
+    window = int(now // 60)
+    counter = store.keys.upload_rate(key_id, window)
+    with store.r.pipeline(transaction=True) as pipe:
+        pipe.incr(counter)
+        pipe.expire(counter, 120)
+        count, _ = pipe.execute()
+    if int(count) > per_minute:
+        retry_after = max(1, math.ceil((window + 1) * 60 - now))
+        raise ApiError(
+            f"more than {per_minute} uploads per minute with this key; retry later",
+            code="rate_limited",
+            status=429,
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+def _check_budget(store: Store, settings: Settings, stream_id: str, declared: int) -> None:
+    """507 ``insufficient_storage`` when the declared body would not fit the disk budgets (the
+    actual size is checked again by the commit)."""
+    if not settings.disk_budget_bytes and not settings.stream_disk_budget_bytes:
+        return
+    total, used = store.r.mget(store.keys.disk_bytes(), store.keys.stream_disk_bytes(stream_id))
+    need = max(declared, 1)
+    if settings.disk_budget_bytes and int(total or 0) + need > settings.disk_budget_bytes:
+        raise _insufficient_storage("the disk budget of all streams is used up")
+    budget = settings.stream_disk_budget_bytes
+    if budget and int(used or 0) + need > budget:
+        raise _insufficient_storage("the disk budget of this stream is used up")
+
+
+def _insufficient_storage(detail: str) -> ApiError:
+    return ApiError(
+        detail,
+        code="insufficient_storage",
+        status=507,
+        headers={"Retry-After": str(STORAGE_RETRY_AFTER_S)},
+    )
 
 
 def _queue_full() -> ServiceUnavailable:

@@ -106,8 +106,20 @@ class Keys:
         return self._k("apikeys", "bootstrapped")
 
     def audit(self) -> str:
-        """STREAM of audit entries (capped with ``MAXLEN ~``)."""
+        """STREAM of audit entries (trimmed by time: ``XTRIM MINID``, never by count)."""
         return self._k("audit")
+
+    def audit_coalesce(self, digest: str) -> str:
+        """STRING (TTL 60 s): ``<entry id> <day>`` of the entry that identical calls join."""
+        return self._k("audit", "co", digest)
+
+    def audit_counts(self, day: str) -> str:
+        """HASH (expires after the retention): entry id -> calls beyond the first, per UTC day."""
+        return self._k("audit", "counts", day)
+
+    def audit_trimmed(self) -> str:
+        """STRING (TTL): set while the last retention trim is recent (one trim an hour)."""
+        return self._k("audit", "trimmed")
 
     def idempotency(self, key_id: str, idempotency_key: str) -> str:
         """STRING (with TTL): JSON ``IdempotencyRecord`` for one client key of one API key.
@@ -116,6 +128,19 @@ class Keys:
         """
         digest = hashlib.sha256(idempotency_key.encode("utf-8")).hexdigest()[:32]
         return self._k("idem", key_id, digest)
+
+    # --- upload budgets (used by service.ingest) ----------------------------------------------
+    def disk_bytes(self) -> str:
+        """STRING counter: bytes of every stored segment video (added by the upload commit)."""
+        return self._k("disk", "bytes")
+
+    def stream_disk_bytes(self, stream_id: str) -> str:
+        """STRING counter: bytes of the stored segment videos of one stream."""
+        return self._k("disk", "stream", stream_id)
+
+    def upload_rate(self, key_id: str, window: int) -> str:
+        """STRING counter (with TTL): uploads of one API key in one fixed minute ``window``."""
+        return self._k("rate", "upload", key_id, str(window))
 
     # --- queue (used by service.jobs) -------------------------------------------------------
     def job(self, job_id: str) -> str:

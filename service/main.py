@@ -17,6 +17,7 @@ from fastapi import FastAPI
 from fastapi.responses import FileResponse
 from fastapi.staticfiles import StaticFiles
 
+from service.audit import AuditMiddleware
 from service.auth import ensure_admin_key
 from service.config import Settings
 from service.errors import install_error_handlers, install_store_error_handlers
@@ -50,6 +51,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
         raise RuntimeError("VIGIL_REDIS_URL is not set (`vigil serve` starts an embedded Redis)")
     store = Store.from_url(settings.redis_url, settings.redis_prefix)
     queue = JobQueue.from_settings(store.r, settings)
+    store.audit.retention_days = settings.audit_retention_days
     app.state.store, app.state.queue = store, queue
     app.state.metrics.attach(store, queue)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -99,6 +101,7 @@ def create_app(settings: Settings) -> FastAPI:
     for module in ROUTERS:
         app.include_router(module.router)
     _mount_viewer(app)
+    app.add_middleware(AuditMiddleware)
     app.add_middleware(LatencyMiddleware, metrics=app.state.metrics)
     return app
 

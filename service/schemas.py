@@ -125,6 +125,14 @@ class AuditAction(StrEnum):
     activate_model = "activate_model"
     create_key = "create_key"
     revoke_key = "revoke_key"
+    read_job = "read_job"
+    list_streams = "list_streams"
+    list_training_jobs = "list_training_jobs"
+    read_training_job = "read_training_job"
+    list_models = "list_models"
+    read_audit = "read_audit"
+    export_audit = "export_audit"
+    list_keys = "list_keys"
 
 
 # --- stored records -------------------------------------------------------------------------
@@ -281,10 +289,19 @@ class AuditEntry(BaseModel):
     """One audited call: who (key id), what, on which resource, when. Never patient data."""
 
     id: str = Field(description="Redis stream entry id (also the pagination cursor).")
-    time: UtcDatetime
-    key_id: str
+    time: UtcDatetime = Field(description="The first call of the entry.")
+    key_id: str = Field(description='The key id, or "anonymous" when no live key was sent.')
+    key_hash: str | None = Field(
+        default=None,
+        description="First 12 hex digits of sha256 of an unknown or revoked key (never the key).",
+    )
     action: AuditAction
+    route: str | None = Field(default=None, description="Method and route template.")
     resource: str
+    status: int | None = Field(default=None, description="HTTP status code of the answer.")
+    count: int = Field(
+        default=1, description="Identical calls (key, route, resource, status) within a minute."
+    )
 
 
 class UploadAccepted(BaseModel):

@@ -188,6 +188,37 @@ class JobQueue:
         assert job is not None
         return job
 
+    def commit_upload(
+        self,
+        payload: AnalyzeSegmentPayload,
+        *,
+        job_id: str,
+        upload_keys: list[str],
+        upload_args: list[str | int | float],
+    ) -> tuple[str, int]:
+        """Run the upload commit script (``scripts.COMMIT_UPLOAD``: segment record, job, audit
+        entry and byte counters in one atomic step; ``service.ingest`` passes the segment side's
+        keys and arguments). Returns the script's ``(outcome, n)``; nothing is written unless
+        the outcome is ``ok``."""
+        self.ensure_group()
+        outcome, n = self._scripts.commit_upload(
+            keys=[
+                *self._queue_keys(job_id),
+                self.keys.jobs_delayed(),
+                self.keys.jobs_by_kind(payload.kind),
+                *upload_keys,
+            ],
+            args=[
+                job_id,
+                payload.kind,
+                payload.model_dump_json(),
+                repr(time.time()),
+                self.max_length,
+                *upload_args,
+            ],
+        )
+        return _text(outcome) or "", int(n)
+
     def get(self, job_id: str) -> Job | None:
         """The job record, or None."""
         raw = self.client.hgetall(self.keys.job(job_id))

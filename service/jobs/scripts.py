@@ -52,6 +52,53 @@ move(ARGV[1], nil, 'queued')
 return {'ok', depth + 1}
 """
 
+# The upload commit: segment record + analysis job + audit entry + disk byte counters, all or
+# nothing. Every check (key types, job exists, queue depth, byte budgets) runs before the first
+# write, and Redis refuses a script out of memory at its first write (once a script has written,
+# it may finish), so there is no state in which a segment is stored without its job or audit
+# entry (no shebang: the embedded redis-server may be older than 7).
+# KEYS 1-9 as ENQUEUE, then 10 segment, 11 stream's segments zset, 12 streams zset,
+# 13 streams' last end zset, 14 audit stream, 15 total disk bytes, 16 the stream's disk bytes.
+# ARGV 1-5 as ENQUEUE, then 6 segment_id, 7 segment_json, 8 stream_id, 9 start epoch,
+# 10 end epoch, 11 size bytes, 12 total budget (0: none), 13 stream budget (0: none), 14...
+# the audit entry's field/value pairs (built by ``service.ingest`` as ``AuditRepo`` reads them).
+# Returns {outcome, n}: ok (n = depth), exists, full (n = depth), disk_budget / stream_budget
+# (n = bytes in use), wrongtype (n = the index of a key of another type: Redis does not roll a
+# script back, so every key a write could fail on is checked first).
+COMMIT_UPLOAD = """
+local TYPES = {'hash', 'stream', 'zset', 'set', 'set', 'set', 'set', 'zset', 'zset', 'string',
+  'zset', 'zset', 'zset', 'stream', 'string', 'string'}
+for i, want in ipairs(TYPES) do
+  local found = redis.call('TYPE', KEYS[i])['ok']
+  if found ~= 'none' and found ~= want then return {'wrongtype', i} end
+end
+if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
+local depth = redis.call('SCARD', KEYS[4])
+if depth >= tonumber(ARGV[5]) then return {'full', depth} end
+local size = tonumber(ARGV[11])
+local total = tonumber(redis.call('GET', KEYS[15]) or '0')
+local used = tonumber(redis.call('GET', KEYS[16]) or '0')
+if not total or not used then return {'wrongtype', 15} end
+local total_budget = tonumber(ARGV[12])
+if total_budget > 0 and total + size > total_budget then return {'disk_budget', total} end
+local stream_budget = tonumber(ARGV[13])
+if stream_budget > 0 and used + size > stream_budget then return {'stream_budget', used} end
+redis.call('SET', KEYS[10], ARGV[7])
+redis.call('ZADD', KEYS[11], ARGV[9], ARGV[6])
+redis.call('ZADD', KEYS[12], 0, ARGV[8])
+redis.call('ZADD', KEYS[13], 'GT', ARGV[10], ARGV[8])
+local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
+redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'status', 'queued',
+  'progress', '0', 'attempts', '0', 'created_at', ARGV[4], 'entry', entry)
+redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+redis.call('ZADD', KEYS[9], ARGV[4], ARGV[1])
+move(ARGV[1], nil, 'queued')
+redis.call('XADD', KEYS[14], '*', unpack(ARGV, 14))
+redis.call('INCRBY', KEYS[15], size)
+redis.call('INCRBY', KEYS[16], size)
+return {'ok', depth + 1}
+"""
+
 # ARGV: consumer, group, entry, now, max_attempts, lost_error_json, job_id
 START = """
 local pending = redis.call('XPENDING', KEYS[2], ARGV[2], ARGV[3], ARGV[3], 1, ARGV[1])
@@ -208,6 +255,7 @@ class Scripts:
     to ``EVAL`` after a server restart)."""
 
     enqueue: Script
+    commit_upload: Script
     start: Script
     touch: Script
     complete: Script
@@ -225,6 +273,7 @@ def register(client: redis.Redis) -> Scripts:
     """Register every script on ``client`` (no round trip until first use)."""
     return Scripts(
         enqueue=client.register_script(_COMMON + ENQUEUE),
+        commit_upload=client.register_script(_COMMON + COMMIT_UPLOAD),
         start=client.register_script(_COMMON + START),
         touch=client.register_script(_COMMON + TOUCH),
         complete=client.register_script(_COMMON + COMPLETE),

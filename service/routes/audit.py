@@ -1,16 +1,18 @@
-"""The audit log: ``GET /v1/admin/audit``."""
+"""The audit log: ``GET /v1/admin/audit`` and ``GET /v1/admin/audit/export`` (NDJSON)."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Annotated
 
 from fastapi import APIRouter, Query
+from fastapi.responses import StreamingResponse
 
 from service.deps import AdminKey, StoreDep
 from service.errors import Unprocessable, problem_responses
 from service.routes.streams import CursorParam, Limit
 from service.routing import VigilRoute
-from service.schemas import AuditAction, AuditPage
+from service.schemas import AuditAction, AuditEntry, AuditPage, UtcDatetime
 from service.store import InvalidCursor
 
 router = APIRouter(tags=["admin"], route_class=VigilRoute)
@@ -35,3 +37,35 @@ def list_audit(
     except InvalidCursor as exc:
         raise Unprocessable(str(exc), code="invalid_cursor") from exc
     return AuditPage(data=data, next_cursor=next_cursor)
+
+
+NDJSON = "application/x-ndjson"
+
+
+@router.get(
+    "/v1/admin/audit/export",
+    response_class=StreamingResponse,
+    responses={
+        200: {"content": {NDJSON: {}}, "description": "One audit entry (JSON) per line."},
+        **problem_responses(401, 403, 422),
+    },
+    summary="Every audit entry of a time range, oldest first, as NDJSON",
+)
+def export_audit(
+    _key: AdminKey,
+    store: StoreDep,
+    since: Annotated[
+        UtcDatetime | None, Query(description="Entries first seen at or after this time.")
+    ] = None,
+    until: Annotated[
+        UtcDatetime | None, Query(description="Entries first seen at or before this time.")
+    ] = None,
+) -> StreamingResponse:
+    if since is not None and until is not None and until < since:
+        raise Unprocessable("until is before since", code="invalid_range")
+
+    def lines(entries: Iterator[AuditEntry]) -> Iterator[str]:
+        for entry in entries:
+            yield entry.model_dump_json() + "\n"
+
+    return StreamingResponse(lines(store.audit.export(since, until)), media_type=NDJSON)

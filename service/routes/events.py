@@ -30,7 +30,6 @@ from service.jobs import (
 from service.present import event_detail, job_public
 from service.routing import VigilRoute
 from service.schemas import (
-    AuditAction,
     Event,
     EventDetail,
     FramePoint,
@@ -78,7 +77,6 @@ def get_event(
     event = _event(store, event_id)
     frames = _frames(store, event, context_s)
     model = store.models.get(event.model_version)
-    store.audit.append(key.key_id, AuditAction.read_event, f"event:{event_id}")
     return event_detail(
         event, frames, context_s=context_s, thresholds=model.thresholds if model else None
     )
@@ -143,7 +141,6 @@ def get_overlay(
                 headers={"Location": f"/v1/jobs/{outcome.job_id}"},
             )
         path = outcome
-    store.audit.append(key.key_id, AuditAction.read_overlay, f"event:{event_id}")
     return _jpeg(path, if_none_match)
 
 

@@ -57,5 +57,4 @@ def list_labels(
         data, next_cursor = store.labels.list(stream_id, limit, cursor)
     except InvalidCursor as exc:
         raise Unprocessable(str(exc), code="invalid_cursor") from exc
-    store.audit.append(key.key_id, AuditAction.read_labels, f"stream:{stream_id}")
     return LabelsPage(data=data, next_cursor=next_cursor)

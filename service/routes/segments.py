@@ -17,7 +17,6 @@ from service.ranges import file_response
 from service.routing import VigilRoute
 from service.schemas import (
     STREAM_ID_PATTERN,
-    AuditAction,
     ErrorInfo,
     Segment,
     SegmentPublic,
@@ -100,7 +99,6 @@ def get_segment(segment_id: str, key: ViewerKey, store: StoreDep, queue: QueueDe
     segment = store.segments.get(segment_id)
     if segment is None:
         raise NotFound("no such segment", code="segment_not_found")
-    store.audit.append(key.key_id, AuditAction.read_segment, f"segment:{segment_id}")
     return segment_public(_settled(segment, queue))
 
 
@@ -139,7 +137,4 @@ async def get_segment_video(
         raise NotFound("no such segment video", code="segment_not_found")
     media_type = await run_in_threadpool(served_media_type, path, segment.content_type)
     response = file_response(path, media_type, range_header)
-    await run_in_threadpool(
-        store.audit.append, key.key_id, AuditAction.read_video, f"segment:{segment_id}"
-    )
     return response

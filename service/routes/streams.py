@@ -11,7 +11,7 @@ from service.errors import NotFound, Unprocessable, problem_responses
 from service.present import event_public
 from service.routes.segments import StreamIdPath
 from service.routing import VigilRoute
-from service.schemas import AuditAction, EventsPage, StreamsPage, UtcDatetime
+from service.schemas import EventsPage, StreamsPage, UtcDatetime
 from service.store import EventQuery, InvalidCursor, Store
 
 router = APIRouter(tags=["streams"], route_class=VigilRoute)
@@ -89,5 +89,4 @@ def list_events(
         events, next_cursor = store.events.list(stream_id, query)
     except InvalidCursor as exc:
         raise Unprocessable(str(exc), code="invalid_cursor") from exc
-    store.audit.append(key.key_id, AuditAction.read_timeline, f"stream:{stream_id}")
     return EventsPage(data=[event_public(e) for e in events], next_cursor=next_cursor)

@@ -6,7 +6,9 @@ import hashlib
 import hmac
 import re
 import secrets
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Literal
 
 import redis
@@ -28,7 +30,6 @@ from service.schemas import (
 from service.store._base import Cursor, InvalidCursor, Repo, paginate, scan_zset
 
 _STREAM_ID = re.compile(r"\d{1,20}-\d{1,20}")
-AUDIT_MAXLEN = 100_000
 IDEMPOTENCY_TTL_S = 24 * 3600
 IDEMPOTENCY_PENDING_TTL_S = 60.0
 KEY_PREFIX = "vgl_"
@@ -229,19 +230,95 @@ class ApiKeyRepo(Repo):
         return any(k.role is role and k.revoked_at is None for k in self.list())
 
 
+# KEYS: coalesce key, audit stream, counts hash of today. ARGV: window_s, counts_ttl_s, fields...
+# An identical call within the window of the first one counts on that entry (HINCRBY in the
+# counts hash of the entry's day); else a new entry is added and becomes the window's entry.
+_AUDIT_APPEND = """
+local current = redis.call('GET', KEYS[1])
+if current then
+  local sep = string.find(current, ' ', 1, true)
+  local id = string.sub(current, 1, sep - 1)
+  local counts = string.sub(current, sep + 1)
+  redis.call('HINCRBY', counts, id, 1)
+  redis.call('EXPIRE', counts, ARGV[2])
+  return id
+end
+local id = redis.call('XADD', KEYS[2], '*', unpack(ARGV, 3))
+redis.call('SET', KEYS[1], id .. ' ' .. KEYS[3], 'EX', ARGV[1])
+return id
+"""
+AUDIT_WINDOW_S = 60
+# The status of a successful write recorded by its route (everything else answers 200).
+_SUCCESS_STATUS = {
+    AuditAction.upload_segment: 202,
+    AuditAction.create_label: 201,
+    AuditAction.create_training_job: 202,
+    AuditAction.create_key: 201,
+}
+AUDIT_TRIM_EVERY_S = 3600
+
+
 @dataclass
 class AuditRepo(Repo):
-    """The audit log: a Redis Stream capped at about ``AUDIT_MAXLEN`` entries."""
+    """The audit log: a Redis Stream kept ``retention_days``, trimmed by time (``MINID``).
 
-    def append(self, key_id: str, action: AuditAction, resource: str) -> str:
-        """Record one call; returns the entry id."""
+    Identical calls (key, route, resource, status) within ``AUDIT_WINDOW_S`` of the first one
+    are one entry with a ``count``: the entry is written once, later calls add to its count.
+    """
+
+    retention_days: float = 365.0
+    _append: Script = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._append = self.r.register_script(_AUDIT_APPEND)
+
+    def append(
+        self,
+        key_id: str,
+        action: AuditAction,
+        resource: str,
+        status: int | None = None,
+        *,
+        route: str = "",
+        key_hash: str = "",
+    ) -> str:
+        """Record one call (or count it on the entry of an identical recent call); returns the
+        entry id. ``key_hash`` is a hash prefix of an unknown key, never a key. Without
+        ``status`` the call succeeded with the action's success status (201 for a created
+        label, 202 for an upload ...)."""
+        if status is None:
+            status = _SUCCESS_STATUS.get(action, 200)
+        now = utcnow()
+        identity = "\x1f".join([key_id, key_hash, action.value, route, resource, str(status)])
+        digest = hashlib.sha256(identity.encode("utf-8")).hexdigest()[:32]
+        day = now.strftime("%Y%m%d")
         fields = {
-            "time": repr(utcnow().timestamp()),
+            "time": repr(now.timestamp()),
             "key_id": key_id,
+            "key_hash": key_hash,
             "action": action.value,
+            "route": route,
             "resource": resource,
+            "status": str(status),
+            "day": day,
         }
-        return self.r.xadd(self.keys.audit(), fields, maxlen=AUDIT_MAXLEN, approximate=True)
+        args: list[str | int] = [AUDIT_WINDOW_S, self._counts_ttl_s()]
+        for name, value in fields.items():
+            args += [name, value]
+        keys = [self.keys.audit_coalesce(digest), self.keys.audit(), self.keys.audit_counts(day)]
+        entry_id = self._append(keys=keys, args=args)
+        if self.r.set(self.keys.audit_trimmed(), "1", nx=True, ex=AUDIT_TRIM_EVERY_S):
+            self.trim()
+        return entry_id
+
+    def _counts_ttl_s(self) -> int:
+        return int(self.retention_days * 86400) + 2 * 86400
+
+    def trim(self, now: datetime | None = None) -> int:
+        """Drop the entries older than the retention (``XTRIM MINID``); returns how many."""
+        cutoff = (now or utcnow()).timestamp() - self.retention_days * 86400
+        minid = f"{max(0, int(cutoff * 1000))}-0"
+        return int(self.r.xtrim(self.keys.audit(), minid=minid, approximate=False))
 
     def list(
         self,
@@ -261,8 +338,7 @@ class AuditRepo(Repo):
         page: list[AuditEntry] = []
         while len(page) <= limit:
             batch = self.r.xrevrange(self.keys.audit(), max=high, min="-", count=200)
-            for entry_id, fields in batch:
-                entry = _audit_entry(entry_id, fields)
+            for entry in self._entries(batch):
                 if (key_id is None or entry.key_id == key_id) and (
                     action is None or entry.action is action
                 ):
@@ -274,14 +350,53 @@ class AuditRepo(Repo):
             return page[:limit], Cursor("audit", 0.0, page[limit - 1].id).encode()
         return page, None
 
+    def export(self, since: datetime | None, until: datetime | None) -> Iterator[AuditEntry]:
+        """Every entry whose first call lies in [since, until], oldest first (in batches)."""
+        low = f"{_ms_of(since)}-0" if since else "-"
+        high = f"{_ms_of(until)}-{2**64 - 1}" if until else "+"
+        return self._export(low, high)
 
-def _audit_entry(entry_id: str, fields: dict[str, str]) -> AuditEntry:
+    def _export(self, low: str, high: str) -> Iterator[AuditEntry]:
+        while True:
+            batch = self.r.xrange(self.keys.audit(), min=low, max=high, count=500)
+            yield from self._entries(batch)
+            if len(batch) < 500:
+                return
+            low = "(" + batch[-1][0]
+
+    def _entries(self, batch: list[tuple[str, dict[str, str]]]) -> list[AuditEntry]:
+        """Entries with their counts (one HMGET per counts hash)."""
+        by_day: dict[str, list[str]] = {}
+        for entry_id, fields in batch:
+            if fields.get("day"):
+                by_day.setdefault(fields["day"], []).append(entry_id)
+        extra: dict[str, int] = {}
+        if by_day:
+            with self.r.pipeline(transaction=False) as pipe:
+                for day, ids in by_day.items():
+                    pipe.hmget(self.keys.audit_counts(day), ids)
+                for ids, values in zip(by_day.values(), pipe.execute(), strict=True):
+                    extra.update({i: int(v) for i, v in zip(ids, values, strict=True) if v})
+        return [_audit_entry(i, fields, 1 + extra.get(i, 0)) for i, fields in batch]
+
+
+def _ms_of(moment: datetime) -> int:
+    """Epoch milliseconds of ``moment`` for a stream id, clamped to what an id can hold."""
+    return min(max(0, int(moment.timestamp() * 1000)), 2**64 - 1)
+
+
+def _audit_entry(entry_id: str, fields: dict[str, str], count: int = 1) -> AuditEntry:
+    status = fields.get("status")
     return AuditEntry(
         id=entry_id,
         time=from_epoch(float(fields["time"])),
         key_id=fields["key_id"],
+        key_hash=fields.get("key_hash") or None,
         action=AuditAction(fields["action"]),
+        route=fields.get("route") or None,
         resource=fields["resource"],
+        status=int(status) if status else None,
+        count=count,
     )
 
 

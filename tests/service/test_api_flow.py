@@ -162,17 +162,25 @@ def test_reads_are_audited_without_patient_data(api: Api, clip: Path) -> None:
         (AuditAction.read_segment, f"segment:{segment_id}"),
         (AuditAction.read_video, f"segment:{segment_id}"),
     ]
-    assert set(entries[0]) == {"id", "time", "key_id", "action", "resource"}
-    # A failed read (unknown event) is not an access to patient data: nothing is logged.
+    assert set(entries[0]) == {
+        "id",
+        "time",
+        "key_id",
+        "key_hash",
+        "action",
+        "route",
+        "resource",
+        "status",
+        "count",
+    }
+    assert all(e["status"] == 200 and e["count"] == 1 for e in entries)
+    # A failed read (unknown event) is an access attempt too: it is logged with its status.
     api.client.get("/v1/events/nope", headers=viewer)
-    assert (
-        len(
-            api.client.get(
-                "/v1/admin/audit", params={"key_id": viewer_id}, headers=api.auth()
-            ).json()["data"]
-        )
-        == 5
-    )
+    latest = api.client.get(
+        "/v1/admin/audit", params={"key_id": viewer_id}, headers=api.auth()
+    ).json()["data"]
+    assert len(latest) == 6
+    assert (latest[0]["resource"], latest[0]["status"]) == ("event:nope", 404)
 
 
 def test_labels_models_and_keys(api: Api, clip: Path) -> None:
@@ -275,5 +283,7 @@ def test_training_job_models_activate_and_rollback(api: Api, clip: Path) -> None
     missing = api.client.post("/v1/admin/models/m-new/activate", headers=admin)
     assert missing.status_code == 409 and missing.json()["code"] == "model_file_missing"
     assert api.store.models.active_version() == "m-old"
-    actions = [e["action"] for e in api.client.get("/v1/admin/audit", headers=admin).json()["data"]]
-    assert actions.count("activate_model") == 2 and "create_training_job" in actions
+    entries = api.client.get("/v1/admin/audit", headers=admin).json()["data"]
+    activations = [e["status"] for e in entries if e["action"] == "activate_model"]
+    assert sorted(activations) == [200, 200, 409]  # the failed attempt is audited too
+    assert "create_training_job" in [e["action"] for e in entries]
