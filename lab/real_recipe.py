@@ -294,7 +294,7 @@ def build_shipped_sets(data: Path, size: int, cache_dir: Path | None, progress: 
 
 
 def export_fp16(checkpoint: Path, out: Path, *, version: str, sources: dict[str, str]) -> Path:
-    """A copy of ``checkpoint`` with its convolution and linear weights in float16 (about 9.5 MB
+    """A copy of ``checkpoint`` with its convolution and linear weights in float16 (about 7 MB
     for EfficientNet-Lite0) and its data sources in the metadata; loads like any checkpoint
     (``load_state_dict`` casts back). Batch-norm statistics and biases stay float32: running
     variances near 1e-4 would lose most of their digits in float16."""

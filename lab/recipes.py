@@ -2,8 +2,8 @@
 
 The default detector is shipped: ``lab/weights/default-detector.safetensors``, an ImageNet
 EfficientNet-Lite0 fine-tuned on data whose terms allow shipping derived weights (COCO's CC BY
-annotations, GMDCSA24's MIT licence, generated rooms), stored in float16 (9.3 MB), produced by
-``vigil train --recipe shipped --data ../shared/data/real`` (:mod:`lab.real_recipe`; see
+annotations, GMDCSA24's MIT licence, generated rooms), its weights stored in float16 (7.0 MB),
+produced by ``vigil train --recipe shipped --data ../shared/data/real`` (:mod:`lab.real_recipe`; see
 ``docs/model-card.md``). :func:`ensure_default_detector` returns it.
 
 The *generated* recipe (``vigil train --recipe generated``) is the earlier default: synthetic
