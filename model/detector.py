@@ -29,7 +29,6 @@ Architecture = Literal[
     "resnet18", "resnet34", "resnet50",
 ]
 ARCHITECTURES: tuple[str, ...] = get_args(Architecture)
-DEFAULT_ARCH: Architecture = "efficientnet_lite0"
 IMAGENET_WEIGHTS = "IMAGENET1K"
 """``weights=`` value that names an architecture's ImageNet weights (offline for the Lite
 family; for ResNets only where torchvision's cache or download has them)."""
@@ -89,9 +88,8 @@ def _build_lite(arch: str, num_classes: int, weights: str | Path | None, reflect
                 input_size: int | None) -> nn.Module:
     model = lite.efficientnet_lite(arch, num_classes=num_classes, image_size=input_size)  # type: ignore[arg-type]
     if weights is not None:
-        path = Path(weights)
-        if path.suffix in {".safetensors", ".pth", ".pt"} or path.exists():
-            state = lite.map_reference_keys(_load_state_file(path))
+        if _is_weights_file(weights):
+            state = lite.map_reference_keys(_load_state_file(Path(weights)))
         else:
             try:
                 state = lite.resolve_weights(arch, str(weights))
@@ -160,10 +158,15 @@ def _as_pair(padding: object) -> tuple[int, ...]:
     return tuple(int(p) for p in padding)  # type: ignore[union-attr]
 
 
-def _resolve_weights(arch: str, weights: str | Path) -> dict[str, torch.Tensor]:
+def _is_weights_file(weights: str | Path) -> bool:
+    """Whether ``weights`` names a local file (rather than a weights name such as IMAGENET1K)."""
     path = Path(weights)
-    if path.suffix in {".safetensors", ".pth", ".pt"} or path.exists():
-        return _load_state_file(path)
+    return path.suffix in {".safetensors", ".pth", ".pt"} or path.exists()
+
+
+def _resolve_weights(arch: str, weights: str | Path) -> dict[str, torch.Tensor]:
+    if _is_weights_file(weights):
+        return _load_state_file(Path(weights))
     return _load_torchvision_weights(arch, str(weights))
 
 

@@ -62,12 +62,9 @@ class StemTap:
         if self.pre_pad is None:
             return grad
         left, right, top, bottom = self.pre_pad.padding  # type: ignore[misc]
-        if isinstance(self.pre_pad, nn.ZeroPad2d):  # the adjoint of zero padding is a crop
-            return grad[..., top:grad.shape[-2] - bottom, left:grad.shape[-1] - right]
-        mode = _PAD_MODES[type(self.pre_pad)]
         height, width = grad.shape[-2] - top - bottom, grad.shape[-1] - left - right
         like = grad.new_empty((*grad.shape[:-2], height, width))  # only its shape is read
-        return pad_adjoint(grad, like, (left, right, top, bottom), mode)
+        return pad_adjoint(grad, like, (left, right, top, bottom), _PAD_MODES[type(self.pre_pad)])
 
 
 _PAD_MODES: dict[type[nn.Module], str] = {
@@ -110,6 +107,9 @@ def pad_adjoint(grad: Tensor, like: Tensor, widths: tuple[int, ...], mode: str) 
     depend on the values of ``like``, so no (zero) gradient is sent back to them.
     """
     like = like.detach()
+    if mode == "constant":  # zero padding: its adjoint is the crop back to ``like``'s size
+        left, right, top, bottom = widths
+        return grad[..., top:grad.shape[-2] - bottom, left:grad.shape[-1] - right]
     if mode == "reflect":
         return torch.ops.aten.reflection_pad2d_backward(grad, like, list(widths))
     if mode == "replicate":
