@@ -155,7 +155,7 @@ def load_clip_frames(
         boxes_by_clip[row.clip].append(row)
     parts = []
     for clip in clips:
-        frames, t_s, scale = _decoded(Path(root), clip, fps, size, cache_dir)
+        frames, t_s, scale = decoded_clip(Path(root), clip, fps, size, cache_dir)
         targets = targets_at(by_clip.get(clip, ()), t_s, classes)
         box_t = None
         if boxes is not None:
@@ -166,7 +166,7 @@ def load_clip_frames(
     return ClipFrames.concat(parts)
 
 
-def _decoded(
+def decoded_clip(
     root: Path, clip: str, fps: float, size: int, cache_dir: str | Path | None
 ) -> tuple[torch.Tensor, torch.Tensor, tuple[float, float]]:
     """``(N,3,size,size) uint8`` frames, ``(N,)`` times and the (x, y) scale from clip pixels."""

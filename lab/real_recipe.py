@@ -157,11 +157,9 @@ def build_sets(data: Path, split: Split, size: int, cache_dir: Path | None):
                and upfall_camera(c) == "Cam1"]
     rooms = median_backgrounds(data, walking, CLASSES, size=size, cache_dir=cache_dir)
     # no boxes on clip frames: drop COCO's so that every part concatenates
-    coco_train = FrameSet(coco_train.frames, coco_train.targets, CLASSES)
-    labeled = balance_sources([clips(lists["train"]), coco_train, rooms])
+    labeled = balance_sources([clips(lists["train"]), coco_train.without_boxes(), rooms])
     labeled = labeled.subset(oversample(labeled.targets))
-    val = FrameSet.concat([clips(lists["val"]),
-                           FrameSet(coco_val.frames, coco_val.targets, CLASSES)])
+    val = FrameSet.concat([clips(lists["val"]), coco_val.without_boxes()])
     test = set(lists["test"])
     held_out = [iv for iv in intervals if iv.clip in test]
     return labeled, val, lists, held_out
@@ -176,12 +174,12 @@ def video_files(folder: str | Path) -> list[Path]:
 def unlabeled_frames(folder: str | Path, classes: tuple[str, ...], *, size: int,
                      fps: float = 1.0, cache_dir: Path | None = None):
     """Every video of ``folder`` sampled at ``fps``: an unlabeled pool for ATCON."""
-    from lab.datasets import _decoded
+    from lab.datasets import decoded_clip
 
     files = video_files(folder)
     if not files:
         raise FileNotFoundError(f"no videos in {folder}")
-    frames = [_decoded(f.parent, f.name, fps, size, cache_dir)[0] for f in files]
+    frames = [decoded_clip(f.parent, f.name, fps, size, cache_dir)[0] for f in files]
     stacked = torch.cat(frames)
     return FrameSet(stacked, torch.zeros(len(stacked), len(classes)), classes)
 
@@ -217,7 +215,7 @@ def user_sets(labels: Path, data_root: Path, *, val_labels: Path | None, images:
                                         cache_dir=cache_dir).frames]
     for folder in images:
         data, _ = yolo(folder, classes, size=size)
-        train_parts.append(FrameSet(data.frames, data.targets, classes))
+        train_parts.append(data.without_boxes())
     labeled = FrameSet.concat(train_parts)
     labeled = labeled.subset(oversample(labeled.targets))
     val = sample_labeled_clips(data_root, everything, val_clips, classes, size=size,
@@ -251,9 +249,6 @@ def run_real_recipe(data: str | Path, out_dir: str | Path, *, split: Split = "tr
     return result.best_checkpoint
 
 
-
-
-
 # ----------------------------------------------------------------------- the shipped default
 
 SHIPPED_NAME = "default-detector.safetensors"
@@ -284,12 +279,9 @@ def build_shipped_sets(data: Path, size: int, cache_dir: Path | None, progress: 
     rooms = render_corpus(GENERATED_RECIPE.train, CLASSES, size, "render rooms", progress).frames
     rooms_val = render_corpus(GENERATED_RECIPE.val, CLASSES, size, "render val", progress).frames
 
-    def plain(part: FrameSet) -> FrameSet:
-        return FrameSet(part.frames, part.targets, CLASSES)
-
-    labeled = FrameSet.concat([clips(s1), plain(coco_train), plain(rooms)])
+    labeled = FrameSet.concat([clips(s1), coco_train.without_boxes(), rooms.without_boxes()])
     labeled = labeled.subset(oversample(labeled.targets))
-    val = FrameSet.concat([clips(s2), plain(coco_val), plain(rooms_val)])
+    val = FrameSet.concat([clips(s2), coco_val.without_boxes(), rooms_val.without_boxes()])
     return labeled, val
 
 
@@ -298,18 +290,16 @@ def export_fp16(checkpoint: Path, out: Path, *, version: str, sources: dict[str,
     for EfficientNet-Lite0) and its data sources in the metadata; loads like any checkpoint
     (``load_state_dict`` casts back). Batch-norm statistics and biases stay float32: running
     variances near 1e-4 would lose most of their digits in float16."""
-    from safetensors.torch import save as safetensors_save
-
-    from model.checkpoint import METADATA_KEY, content_hash, load_checkpoint, write_atomic
+    from model.checkpoint import load_checkpoint, save_state
 
     loaded = load_checkpoint(checkpoint)
-    state = {k: (v.half() if v.is_floating_point() and v.ndim >= 2 else v).contiguous()
+    state = {k: (v.half() if v.is_floating_point() and v.ndim >= 2 else v)
              for k, v in loaded.model.state_dict().items()}
     meta = loaded.meta.model_copy(update={
-        "version": version, "content_hash": content_hash(state),
+        "version": version,
         "metrics": {**loaded.meta.metrics, "data_sources": sources, "dtype": "float16"},
     })
-    write_atomic(out, safetensors_save(state, metadata={METADATA_KEY: meta.model_dump_json()}))
+    save_state(out, state, meta)
     return out
 
 

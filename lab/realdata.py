@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from lab.datasets import ClipFrames, Interval, _decoded, targets_at
+from lab.datasets import ClipFrames, Interval, decoded_clip, targets_at
 from model.data import FrameSet
 
 PERSON = "person_present"
@@ -60,7 +60,7 @@ def sample_labeled_clips(
     stride = max(1, round(dense_fps / fps))
     parts = []
     for clip in clips:
-        frames, t_s, _ = _decoded(Path(root), clip, dense_fps, size, cache_dir)
+        frames, t_s, _ = decoded_clip(Path(root), clip, dense_fps, size, cache_dir)
         keep = torch.zeros(len(t_s), dtype=torch.bool)
         keep[::stride] = True
         for iv in by_clip.get(clip, ()):
@@ -162,7 +162,7 @@ def median_backgrounds(
     Only meaningful for clips in which every person keeps moving through the view."""
     frames = []
     for clip in clips:
-        decoded, _, _ = _decoded(Path(root), clip, fps, size, cache_dir)
+        decoded, _, _ = decoded_clip(Path(root), clip, fps, size, cache_dir)
         frames.append(decoded.median(dim=0).values)
     stack = torch.stack(frames)
     return FrameSet(stack, torch.zeros(len(frames), len(classes)), tuple(classes))

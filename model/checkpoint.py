@@ -148,7 +148,13 @@ def _fsync_dir(folder: Path) -> None:
 def save_checkpoint(path: str | Path, model: nn.Module, meta: CheckpointMeta) -> CheckpointMeta:
     """Write ``model``'s state dict and ``meta`` atomically to ``path``; returns the stored meta
     (with ``content_hash`` filled in)."""
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    return save_state(path, model.state_dict(), meta)
+
+
+def save_state(path: str | Path, state: dict[str, torch.Tensor], meta: CheckpointMeta
+               ) -> CheckpointMeta:
+    """:func:`save_checkpoint` of a state dict (e.g. one converted to float16 for shipping)."""
+    state = {k: v.detach().to("cpu").contiguous() for k, v in state.items()}
     meta = meta.model_copy(update={"content_hash": content_hash(state)})
     blob = safetensors_save(state, metadata={METADATA_KEY: meta.model_dump_json()})
     write_atomic(path, blob)

@@ -96,6 +96,10 @@ class FrameSet:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         return self.subset(order[:first]), self.subset(order[first:])
 
+    def without_boxes(self) -> FrameSet:
+        """The same frames and targets without boxes (to concatenate with sets that have none)."""
+        return FrameSet(self.frames, self.targets, self.classes)
+
     def unlabeled(self) -> FrameSet:
         """The same frames with targets (and boxes) dropped: an unlabeled pool."""
         return FrameSet(self.frames, torch.zeros_like(self.targets), self.classes)

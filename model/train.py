@@ -262,14 +262,19 @@ class _Run:
 
         twin = copy.deepcopy(self.model)
         set_train_mode(twin, self.config.freeze_bn)
-        frames = self.labeled.frames[: self.config.batch_size]
         started = time.perf_counter()
-        if self.config.augment is not None:
-            frames = augment_batch(frames, self.config.input_size, self.config.augment,
-                                   torch.Generator().manual_seed(0))
-        x = prepare(frames, self.preprocessing, self.device, self.config.channels_last)
+        x = self._labeled_input(self.labeled.frames[: self.config.batch_size],
+                                torch.Generator().manual_seed(0))
         twin(x).sum().backward()
         return time.perf_counter() - started
+
+    def _labeled_input(self, frames: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+        """``(b,3,H,W) uint8`` labeled frames -> the model's input: augmented (when the config
+        says so) and preprocessed, ``(b,3,S,S) float32`` on the device."""
+        cfg = self.config
+        if cfg.augment is not None:
+            frames = augment_batch(frames, cfg.input_size, cfg.augment, gen)
+        return prepare(frames, self.preprocessing, self.device, cfg.channels_last)
 
     def epoch(self, epoch: int, bar: tqdm, on_progress: Callable[[float], None] | None,
               total: int) -> EpochMetrics:
@@ -324,10 +329,7 @@ class _Run:
         values: dict[str, float] = {}
         if kind in ("labeled", "combined"):
             idx = lab.next()
-            frames = self.labeled.frames[idx]
-            if cfg.augment is not None:
-                frames = augment_batch(frames, cfg.input_size, cfg.augment, self.augment_gen)
-            x = prepare(frames, self.preprocessing, self.device, cfg.channels_last)
+            x = self._labeled_input(self.labeled.frames[idx], self.augment_gen)
             bce = F.binary_cross_entropy_with_logits(
                 self.model(x), self.labeled.targets[idx].to(self.device)
             )
