@@ -36,6 +36,16 @@ local function owns(consumer, group, entry)
   local pending = redis.call('XPENDING', KEYS[2], group, entry, entry, 1, consumer)
   return #pending == 1
 end
+-- a new queued job (ENQUEUE and COMMIT_UPLOAD; ARGV 1-4: job_id, kind, payload_json, now):
+-- its stream entry, record, indexes and status set
+local function create_job()
+  local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
+  redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'status', 'queued',
+    'progress', '0', 'attempts', '0', 'created_at', ARGV[4], 'entry', entry)
+  redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
+  redis.call('ZADD', KEYS[9], ARGV[4], ARGV[1])
+  move(ARGV[1], nil, 'queued')
+end
 """
 
 # ARGV: job_id, kind, payload_json, now, max_length
@@ -43,12 +53,7 @@ ENQUEUE = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return {'exists', 0} end
 local depth = redis.call('SCARD', KEYS[4])
 if depth >= tonumber(ARGV[5]) then return {'full', depth} end
-local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
-redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'status', 'queued',
-  'progress', '0', 'attempts', '0', 'created_at', ARGV[4], 'entry', entry)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[9], ARGV[4], ARGV[1])
-move(ARGV[1], nil, 'queued')
+create_job()
 return {'ok', depth + 1}
 """
 
@@ -87,12 +92,7 @@ redis.call('SET', KEYS[10], ARGV[7])
 redis.call('ZADD', KEYS[11], ARGV[9], ARGV[6])
 redis.call('ZADD', KEYS[12], 0, ARGV[8])
 redis.call('ZADD', KEYS[13], 'GT', ARGV[10], ARGV[8])
-local entry = redis.call('XADD', KEYS[2], '*', 'job_id', ARGV[1])
-redis.call('HSET', KEYS[1], 'kind', ARGV[2], 'payload', ARGV[3], 'status', 'queued',
-  'progress', '0', 'attempts', '0', 'created_at', ARGV[4], 'entry', entry)
-redis.call('ZADD', KEYS[3], ARGV[4], ARGV[1])
-redis.call('ZADD', KEYS[9], ARGV[4], ARGV[1])
-move(ARGV[1], nil, 'queued')
+create_job()
 redis.call('XADD', KEYS[14], '*', unpack(ARGV, 14))
 redis.call('INCRBY', KEYS[15], size)
 redis.call('INCRBY', KEYS[16], size)
