@@ -328,27 +328,16 @@ class JobQueue:
                 raise
             self._group_ready = False
             return []
-        lost = self._lost_error()
         moved = []
         for raw_entry, fields in reply[1] if reply else []:
             entry_id = _text(raw_entry)
-            job_id = _text((fields or {}).get(b"job_id") or (fields or {}).get("job_id"))
+            job_id = self._entry_job(entry_id, fields or {})
             if job_id is None:  # deleted meanwhile, or not one of ours
-                self.client.xack(self.keys.jobs_stream(), GROUP, entry_id)
-                self.client.xdel(self.keys.jobs_stream(), entry_id)
                 continue
             outcome = _text(
                 self._scripts.requeue(
                     keys=self._queue_keys(job_id),
-                    args=[
-                        consumer,
-                        GROUP,
-                        entry_id,
-                        repr(time.time()),
-                        self.max_attempts,
-                        lost.model_dump_json(),
-                        job_id,
-                    ],
+                    args=self._claim_args(consumer, entry_id, job_id),
                 )
             )
             if outcome == "requeued":
@@ -555,24 +544,13 @@ class JobQueue:
     def _start(
         self, consumer: str, entry_id: str, fields: dict, *, reclaimed: bool = False
     ) -> Claim | None:
-        job_id = _text(fields.get(b"job_id") or fields.get("job_id"))
-        if job_id is None:  # not one of ours: drop it so that it is not redelivered forever
-            self.client.xack(self.keys.jobs_stream(), GROUP, entry_id)
-            self.client.xdel(self.keys.jobs_stream(), entry_id)
+        job_id = self._entry_job(entry_id, fields)
+        if job_id is None:
             return None
-        lost = self._lost_error()
         outcome = _text(
             self._scripts.start(
                 keys=self._queue_keys(job_id),
-                args=[
-                    consumer,
-                    GROUP,
-                    entry_id,
-                    repr(time.time()),
-                    self.max_attempts,
-                    lost.model_dump_json(),
-                    job_id,
-                ],
+                args=self._claim_args(consumer, entry_id, job_id),
             )
         )
         if outcome != "ok":
@@ -585,6 +563,21 @@ class JobQueue:
         verb = "reclaimed" if reclaimed else "claimed"
         logger.info("job %s %s by %s (attempt %d)", job_id, verb, consumer, job.attempts)
         return Claim(job=job, entry_id=entry_id, consumer=consumer)
+
+    def _entry_job(self, entry_id: str, fields: dict) -> str | None:
+        """The job id of a stream entry; an entry without one (not ours) is acked and deleted so
+        that it is not redelivered forever."""
+        job_id = _text(fields.get(b"job_id") or fields.get("job_id"))
+        if job_id is None:
+            self.client.xack(self.keys.jobs_stream(), GROUP, entry_id)
+            self.client.xdel(self.keys.jobs_stream(), entry_id)
+        return job_id
+
+    def _claim_args(self, consumer: str, entry_id: str, job_id: str) -> list[object]:
+        """ARGV of the START and REQUEUE scripts: who takes the entry, when, the attempt bound
+        and the error a job gets when its attempts are used up by lost workers."""
+        return [consumer, GROUP, entry_id, repr(time.time()), self.max_attempts,
+                self._lost_error().model_dump_json(), job_id]
 
     def _settle_failed_segment(self, job_id: str) -> None:
         """A failed analysis fails its segment too (``queued`` -> ``failed`` with the job's
