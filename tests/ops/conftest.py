@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import subprocess
 import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -193,3 +194,22 @@ T0 = datetime(2026, 2, 1, 9, 0, tzinfo=UTC)
 TORCHVISION_JPEG = pytest.mark.filterwarnings(
     "ignore:The image decoding and encoding capabilities of TorchVision:DeprecationWarning"
 )
+
+
+def stop_processes(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Kill what is still running of ``procs`` (emptying the list) and close their pipes."""
+    while procs:
+        proc = procs.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.fixture
+def spawned() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts: stopped when it ends, also when it fails."""
+    procs: list[subprocess.Popen[bytes]] = []
+    yield procs
+    stop_processes(procs)

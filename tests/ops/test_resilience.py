@@ -327,21 +327,6 @@ def test_out_of_memory_redis_gives_503_with_retry_after_then_resumes(
 # --- 2. a worker killed while holding a stream's lock ------------------------------------------
 
 
-_PROCS: list[subprocess.Popen[bytes]] = []
-
-
-@pytest.fixture
-def _processes() -> Iterator[list[subprocess.Popen[bytes]]]:
-    yield _PROCS
-    while _PROCS:
-        proc = _PROCS.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-
 def test_killed_lock_holder_delays_only_its_stream_and_only_for_the_lock_ttl(
     tiny_checkpoint: Path,
     queue: JobQueue,
@@ -349,7 +334,7 @@ def test_killed_lock_holder_delays_only_its_stream_and_only_for_the_lock_ttl(
     tmp_path: Path,
     redis_url: str,
     redis_prefix: str,
-    _processes: list[subprocess.Popen[bytes]],
+    spawned: list[subprocess.Popen[bytes]],
 ) -> None:
     ttl_s = 3.0
     register_model(store, tiny_checkpoint)
@@ -376,7 +361,7 @@ def test_killed_lock_holder_delays_only_its_stream_and_only_for_the_lock_ttl(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
-    _processes.append(doomed)
+    spawned.append(doomed)
 
     def parked() -> bool:
         assert doomed.poll() is None, doomed.stdout.read().decode()[-3000:]

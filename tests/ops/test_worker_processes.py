@@ -25,6 +25,7 @@ from tests.ops.conftest import (
     TORCHVISION_JPEG,
     event_clip,
     register_model,
+    stop_processes,
     worker_command,
     worker_env,
 )
@@ -42,13 +43,7 @@ _STARTED: list[subprocess.Popen[bytes]] = []
 def _no_worker_left_behind() -> Iterator[None]:
     """A failing test must not leave its worker processes running."""
     yield
-    while _STARTED:
-        proc = _STARTED.pop()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    stop_processes(_STARTED)
 
 
 def _start(
