@@ -142,8 +142,7 @@ def _run_real(args: argparse.Namespace) -> int:
         logging.getLogger(name).setLevel(logging.INFO)
     if not logging.getLogger().handlers:
         logging.basicConfig(format="%(message)s")
-    overrides = {field: getattr(args, field) for _, field, _, _ in _OVERRIDES
-                 if getattr(args, field) is not None}
+    overrides = flag_overrides(args)
     try:
         if args.recipe == "shipped":
             path = run_shipped_recipe(args.data, args.out, progress=args.progress,
@@ -182,11 +181,8 @@ def _run_labels(args: argparse.Namespace) -> int:
     print(f"clips: {len(lists['train'])} train, {len(lists['val'])} validation; frames: "
           f"{len(labeled)} labeled (rare classes oversampled), {len(val)} validation"
           + (f", {len(unlabeled)} unlabeled" if unlabeled is not None else ""))
-    fields = {**REAL_TRAIN_CONFIG}
-    if args.config is not None:
-        fields.update(read_config_file(args.config))
-    fields.update(config_fields(args, classes))
-    fields["classes"] = list(classes)
+    # the recipe's settings < config file < flags (config_fields reads the file)
+    fields = {**REAL_TRAIN_CONFIG, **config_fields(args, classes), "classes": list(classes)}
     baseline = args.baseline_epochs or 0
     return train_and_report(fields, labeled, unlabeled, val, args, baseline)
 
@@ -196,14 +192,18 @@ def config_fields(args: argparse.Namespace, classes: tuple[str, ...]) -> dict[st
     fields: dict[str, Any] = dict(GENERATED_DEFAULTS) if args.generated else {}
     if args.config is not None:
         fields.update(read_config_file(args.config))
-    for _, field, _, _ in _OVERRIDES:
-        if getattr(args, field) is not None:
-            fields[field] = getattr(args, field)
+    fields.update(flag_overrides(args))
     for _, field, _ in _SWITCHES:
         if getattr(args, field) is not None:
             fields[field] = getattr(args, field)
     fields.setdefault("classes", list(classes))
     return fields
+
+
+def flag_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields set by value flags (``--lr``, ``--epochs``, ...)."""
+    return {field: getattr(args, field) for _, field, _, _ in _OVERRIDES
+            if getattr(args, field) is not None}
 
 
 def read_config_file(path: Path) -> dict[str, Any]:
